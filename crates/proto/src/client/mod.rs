@@ -1,0 +1,1 @@
+//! Client-side framing used by the load generator (placeholder: being written).

@@ -1,0 +1,147 @@
+//! Listeners, accept, and byte transfer on TCP sockets.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::{count_syscall, retry_eintr, syscall, would_block};
+
+/// Listener settings, in one place.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerConfig {
+    pub backlog: i32,
+    pub reuse_port: bool,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ListenerConfig {
+    #[must_use]
+    pub const fn new() -> Self {
+        Self { backlog: 4096, reuse_port: true }
+    }
+
+    #[must_use]
+    pub const fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    #[must_use]
+    pub const fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Create a non-blocking, close-on-exec listener bound to `addr`.
+    pub fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        if self.reuse_port {
+            sock.set_reuse_port(true)?;
+        }
+        sock.bind(&addr.into())?;
+        sock.listen(self.backlog)?;
+        Ok(sock.into())
+    }
+}
+
+/// Accept one connection as a non-blocking, close-on-exec stream; `Ok(None)` when the
+/// backlog is empty.
+pub fn accept(listener: &TcpListener) -> io::Result<Option<TcpStream>> {
+    let fd = listener.as_raw_fd();
+    let r = retry_eintr(|| {
+        syscall!(accept4(
+            // SAFETY: `fd` is a valid listening socket borrowed from `listener`; null address
+            // pointers ask the kernel not to report the peer address.
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+        ))
+    });
+    Ok(would_block(r)?.map(|fd| {
+        // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+        TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    }))
+}
+
+/// Whether an accept error means the process or system ran out of descriptors (or memory
+/// for sockets): back off and retry later rather than spin.
+#[must_use]
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// Whether an accept error concerns only the connection being accepted (it was reset or
+/// aborted before we got to it): skip it and keep accepting.
+#[must_use]
+pub fn is_per_connection_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::ENETDOWN | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN | libc::ENONET | libc::EHOSTUNREACH | libc::EOPNOTSUPP | libc::ENETUNREACH)
+    )
+}
+
+/// Receive into `buf`. `Ok(None)`: nothing to read now. `Ok(Some(0))`: the peer sent FIN.
+pub fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    count_syscall();
+    // std's TcpStream::read is recv(2) on a socket; `&TcpStream` implements Read.
+    would_block(retry_eintr(|| (&mut &*stream).read(buf)))
+}
+
+/// Send from `buf` (MSG_NOSIGNAL: a closed peer is an EPIPE error, not a signal).
+/// `Ok(None)`: the socket buffer is full.
+pub fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<Option<usize>> {
+    count_syscall();
+    // std's TcpStream::write is send(2) with MSG_NOSIGNAL on Linux.
+    would_block(retry_eintr(|| (&mut &*stream).write(buf)))
+}
+
+/// Shut down the write side (sends FIN once queued data is out).
+pub fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
+    count_syscall();
+    match stream.shutdown(Shutdown::Write) {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        r => r,
+    }
+}
+
+/// Disable Nagle on an accepted or connected socket.
+pub fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
+    count_syscall();
+    stream.set_nodelay(true)
+}
+
+/// Read and clear the socket's pending error (SO_ERROR).
+pub fn take_error(stream: &TcpStream) -> io::Result<Option<io::Error>> {
+    count_syscall();
+    SockRef::from(stream).take_error()
+}
+
+/// Make the next close() send RST instead of FIN (SO_LINGER 0): used when a peer must learn
+/// at once that its connection is gone (proxy resets).
+pub fn set_linger_zero(stream: &TcpStream) -> io::Result<()> {
+    count_syscall();
+    SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO))
+}
+
+/// Start a non-blocking connect; completion is reported as writability, then `take_error`.
+pub fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
+    count_syscall();
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    count_syscall();
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(sock.into())
+}
