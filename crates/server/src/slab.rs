@@ -82,17 +82,11 @@ impl<T> Slab<T> {
 
     #[must_use]
     pub fn get(&self, key: Key) -> Option<&T> {
-        self.slots
-            .get(key.index as usize)
-            .filter(|s| s.generation == key.generation)
-            .and_then(|s| s.value.as_ref())
+        self.slots.get(key.index as usize).filter(|s| s.generation == key.generation).and_then(|s| s.value.as_ref())
     }
 
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        self.slots
-            .get_mut(key.index as usize)
-            .filter(|s| s.generation == key.generation)
-            .and_then(|s| s.value.as_mut())
+        self.slots.get_mut(key.index as usize).filter(|s| s.generation == key.generation).and_then(|s| s.value.as_mut())
     }
 
     /// Remove and return the value; the slot's generation moves on so old keys go stale.

@@ -100,8 +100,13 @@ impl Server {
             .map_err(|e| ServeError::Setup(format!("creating wake-up eventfds: {e}")))?;
         let shutdown = Arc::new(Shutdown { flag: AtomicBool::new(false), wakers: wakers.clone() });
         let counters: Vec<_> = (0..cfg.workers).map(|_| Arc::new(SharedCounters::default())).collect();
-        let mut server =
-            Server { local_addr: cfg.listen, cfg, shutdown: shutdown.clone(), counters: counters.clone(), handles: Vec::new() };
+        let mut server = Server {
+            local_addr: cfg.listen,
+            cfg,
+            shutdown: shutdown.clone(),
+            counters: counters.clone(),
+            handles: Vec::new(),
+        };
 
         let mut addr = cfg.listen;
         for index in 0..cfg.workers {
@@ -110,9 +115,9 @@ impl Server {
             let waker = wakers[index].clone();
             let shutdown = shutdown.clone();
             let counters = counters[index].clone();
-            let spawned = std::thread::Builder::new().name(format!("ringpoll-w{index}")).spawn(move || {
-                worker_main(index, cfg, addr, core, waker, shutdown, counters, tx)
-            });
+            let spawned = std::thread::Builder::new()
+                .name(format!("ringpoll-w{index}"))
+                .spawn(move || worker_main(index, cfg, addr, core, waker, shutdown, counters, tx));
             let handle = match spawned {
                 Ok(h) => h,
                 Err(e) => {
@@ -213,10 +218,8 @@ fn worker_main(
             warn!("worker {index}: could not pin to core {}", core.id);
         }
     }
-    let listener = ListenerConfig::new()
-        .backlog(cfg.backlog)
-        .bind(addr)
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let listener =
+        ListenerConfig::new().backlog(cfg.backlog).bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let ctx = WorkerCtx { index, cfg, listener, waker, shutdown, counters, ready: Some(tx.clone()) };
     let result = run_backend(ctx).map_err(|e| match e {
         BackendError::Io(source) => ServeError::Worker { worker: index, source },

@@ -109,7 +109,9 @@ pub(crate) fn run<P: Poller, H: Handler<P>>(mut ctx: WorkerCtx, mut handler: H) 
             wake_at = wake_at.min(t);
         }
         let timeout = if core.requeue.is_empty() { wake_at.saturating_duration_since(now) } else { Duration::ZERO };
-        core.poller.wait(&mut events, Some(timeout)).map_err(|e| io::Error::new(e.kind(), format!("{} wait: {e}", P::NAME)))?;
+        core.poller
+            .wait(&mut events, Some(timeout))
+            .map_err(|e| io::Error::new(e.kind(), format!("{} wait: {e}", P::NAME)))?;
         core.clock.update();
         core.stats.wakeups += 1;
 

@@ -25,7 +25,9 @@ enum Phase {
     /// The protocol asked to close: flush, then shut down the write side.
     Closing,
     /// Write side shut; discarding input until the peer's FIN or the deadline.
-    Lingering { until: Instant },
+    Lingering {
+        until: Instant,
+    },
 }
 
 struct Conn<Pr> {
@@ -110,7 +112,7 @@ impl<Pr: Protocol> Conn<Pr> {
         }
 
         if self.phase == Phase::Open && self.read_open && (ev.readable || ev.hup) {
-            if let Err(reason) = self.read(core) {
+            if let Err(reason) = self.read(core, ev.hup) {
                 return Next::Close(reason);
             }
         }
@@ -136,10 +138,8 @@ impl<Pr: Protocol> Conn<Pr> {
             self.phase = Phase::Lingering { until: core.clock.now() + LINGER };
             return Next::Rearm(Interest::READ);
         }
-        let interest = Interest {
-            read: self.phase == Phase::Open && self.read_open && !self.paused,
-            write: !self.out.is_empty(),
-        };
+        let interest =
+            Interest { read: self.phase == Phase::Open && self.read_open && !self.paused, write: !self.out.is_empty() };
         if interest.is_none() {
             // Peer finished and nothing is left to send.
             return Next::Close(CloseReason::Normal);
@@ -148,7 +148,9 @@ impl<Pr: Protocol> Conn<Pr> {
     }
 
     /// Read up to the budget, feeding the protocol; stop early above the high watermark.
-    fn read<P: Poller>(&mut self, core: &mut Core<P>) -> Result<(), CloseReason> {
+    /// `hup`: the peer's FIN is already known to be queued, so a short read is not the end:
+    /// read on to see the EOF now (edge mode would never report it again).
+    fn read<P: Poller>(&mut self, core: &mut Core<P>, hup: bool) -> Result<(), CloseReason> {
         let ctx = Ctx { date: core.clock.date() };
         for _ in 0..core.cfg.read_budget {
             if !core.cfg.watermarks.may_read(self.out.len(), self.paused) {
@@ -175,7 +177,7 @@ impl<Pr: Protocol> Conn<Pr> {
                         self.phase = Phase::Closing;
                         return Ok(());
                     }
-                    if n < core.scratch.len() {
+                    if n < core.scratch.len() && !hup {
                         // A short read means the socket is drained: no recv just to see EAGAIN.
                         self.drained = true;
                         return Ok(());
@@ -242,7 +244,11 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
             if is_fd_out_of_range(&e) {
                 core.stats.rejected_fd_setsize += 1;
                 if core.log_limit.allow(core.clock.now()) {
-                    warn!("{}: {e}; closing the connection ({} refused so far)", P::NAME, core.stats.rejected_fd_setsize);
+                    warn!(
+                        "{}: {e}; closing the connection ({} refused so far)",
+                        P::NAME,
+                        core.stats.rejected_fd_setsize
+                    );
                 }
             } else {
                 core.stats.closed_error += 1;

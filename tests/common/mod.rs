@@ -1,0 +1,269 @@
+//! Shared helpers for the end-to-end tests: start the real binary on 127.0.0.1:0, talk to it
+//! with blocking sockets (every read and write bounded by a timeout), and run one test body
+//! over every backend it applies to.
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringpoll");
+/// Upper bound for any single blocking socket operation in the tests.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every backend the server offers. The uring cases skip (with the reason printed) only when
+/// the kernel refuses io_uring.
+pub const BACKENDS: [&str; 6] = ["epoll", "uring", "poll", "select", "epoll-lt", "epoll-et"];
+
+/// Generate one `#[test]` per backend for each named test body `fn name(backend: &str)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod epoll { $( #[test] fn $name() { super::$name("epoll") } )* }
+        mod uring { $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring") } } )* }
+        mod poll { $( #[test] fn $name() { super::$name("poll") } )* }
+        mod select { $( #[test] fn $name() { super::$name("select") } )* }
+        mod epoll_lt { $( #[test] fn $name() { super::$name("epoll-lt") } )* }
+        mod epoll_et { $( #[test] fn $name() { super::$name("epoll-et") } )* }
+    };
+}
+
+/// Whether io_uring can be used here; prints why not when it cannot.
+pub fn uring_usable() -> bool {
+    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let r = PROBE.get_or_init(|| match ServerProc::try_start("uring", "echo", &[]) {
+        Ok(_) => Ok(()),
+        Err(msg) if msg.contains("io_uring is not available") => Err(msg),
+        // Any other failure is a real bug: let the test run and fail loudly.
+        Err(_) => Ok(()),
+    });
+    match r {
+        Ok(()) => true,
+        Err(msg) => {
+            eprintln!("SKIP uring: the kernel refuses io_uring: {msg}");
+            false
+        }
+    }
+}
+
+/// A running `ringpoll serve` child; killed on drop.
+pub struct ServerProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Option<ChildStderr>,
+}
+
+impl ServerProc {
+    /// Start `ringpoll serve --listen 127.0.0.1:0 --workers 1 --no-pin` plus `extra`.
+    pub fn start(backend: &str, mode: &str, extra: &[&str]) -> Self {
+        Self::try_start(backend, mode, extra).unwrap_or_else(|e| panic!("starting {backend}/{mode}: {e}"))
+    }
+
+    pub fn try_start(backend: &str, mode: &str, extra: &[&str]) -> Result<Self, String> {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--mode", mode, "--backend", backend];
+        if !extra.iter().any(|a| *a == "--workers") {
+            args.extend(["--workers", "1"]);
+        }
+        if !extra.iter().any(|a| *a == "--pin") {
+            args.push("--no-pin");
+        }
+        // `--pin` is the tests' way of saying "leave pinning on" (the CLI pins by default).
+        args.extend(extra.iter().copied().filter(|a| *a != "--pin"));
+        Self::spawn(Command::new(BIN).args(&args))
+    }
+
+    /// Spawn a prepared command whose first stdout line is `listening on ADDR`.
+    pub fn spawn(cmd: &mut Command) -> Result<Self, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RINGPOLL_LOG", "warn")
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut r = BufReader::new(stdout);
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let Some(addr) = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()) else {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = child.wait();
+            return Err(format!("no `listening on` line (got {line:?}); stderr: {}", err.trim()));
+        };
+        let stderr = child.stderr.take();
+        Ok(Self { child, addr, stderr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+
+    /// Send SIGTERM and wait (bounded) for the exit; returns (exit code, stderr).
+    pub fn terminate(self, within: Duration) -> (Option<i32>, String) {
+        signal(self.pid(), "TERM");
+        self.terminate_after_signal(within)
+    }
+
+    /// Wait (bounded) for the exit after a signal was sent; returns (exit code, stderr).
+    pub fn terminate_after_signal(mut self, within: Duration) -> (Option<i32>, String) {
+        let status = wait_exit(&mut self.child, within);
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().map(|s| s.success());
+    assert_eq!(ok.ok(), Some(true), "kill -{sig} {pid}");
+}
+
+/// Wait for a child to exit, at most `within`; kills it if it does not. Returns its code.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Read until EOF (bounded by the socket's read timeout).
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v).unwrap_or_else(|e| panic!("read to EOF: {e} (after {} bytes)", v.len()));
+    v
+}
+
+/// Read exactly `n` bytes.
+pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut v = vec![0; n];
+    s.read_exact(&mut v).unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+    v
+}
+
+/// Write everything then shut down the write side.
+pub fn write_and_shutdown(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+}
+
+/// Make the next close send RST (SO_LINGER 0).
+pub fn set_linger_zero(s: &TcpStream) {
+    socket2::SockRef::from(s).set_linger(Some(Duration::ZERO)).unwrap();
+}
+
+/// Small deterministic PRNG (xorshift64*), so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// Random bytes, with a random length in `lo..=hi`.
+    pub fn bytes_in(&mut self, lo: usize, hi: usize) -> Vec<u8> {
+        let n = self.range(lo, hi);
+        self.bytes(n)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// FNV-1a, to compare large payloads cheaply in messages.
+pub fn hash(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Resident set size of a process in KiB (/proc/PID/status VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Open descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// utime + stime of a process in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Poll `cond` every 10 ms until it holds or `within` passes; returns whether it held.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
