@@ -65,10 +65,10 @@ impl ServerProc {
 
     pub fn try_start(backend: &str, mode: &str, extra: &[&str]) -> Result<Self, String> {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--mode", mode, "--backend", backend];
-        if !extra.iter().any(|a| *a == "--workers") {
+        if !extra.contains(&"--workers") {
             args.extend(["--workers", "1"]);
         }
-        if !extra.iter().any(|a| *a == "--pin") {
+        if !extra.contains(&"--pin") {
             args.push("--no-pin");
         }
         // `--pin` is the tests' way of saying "leave pinning on" (the CLI pins by default).

@@ -11,6 +11,7 @@ pub mod buf;
 pub mod client;
 pub mod echo;
 pub mod http;
+pub mod relay;
 
 pub use buf::OutBuf;
 

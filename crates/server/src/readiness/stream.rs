@@ -41,6 +41,9 @@ struct Conn<Pr> {
     read_open: bool,
     /// Edge mode: the last read found the socket empty.
     drained: bool,
+    /// The peer's FIN is known to be queued (RDHUP/HUP seen, maybe while paused): a short
+    /// read is then not the end, read on to the EOF.
+    hup: bool,
     last_active: Instant,
 }
 
@@ -107,12 +110,13 @@ impl<Pr: Protocol> Conn<Pr> {
         if ev.readable || ev.hup {
             self.drained = false;
         }
+        self.hup |= ev.hup;
         if let Phase::Lingering { .. } = self.phase {
             return self.discard(core);
         }
 
         if self.phase == Phase::Open && self.read_open && (ev.readable || ev.hup) {
-            if let Err(reason) = self.read(core, ev.hup) {
+            if let Err(reason) = self.read(core) {
                 return Next::Close(reason);
             }
         }
@@ -148,9 +152,9 @@ impl<Pr: Protocol> Conn<Pr> {
     }
 
     /// Read up to the budget, feeding the protocol; stop early above the high watermark.
-    /// `hup`: the peer's FIN is already known to be queued, so a short read is not the end:
-    /// read on to see the EOF now (edge mode would never report it again).
-    fn read<P: Poller>(&mut self, core: &mut Core<P>, hup: bool) -> Result<(), CloseReason> {
+    /// When the peer's FIN is known to be queued, a short read is not the end: read on to see
+    /// the EOF now (edge mode would never report it again).
+    fn read<P: Poller>(&mut self, core: &mut Core<P>) -> Result<(), CloseReason> {
         let ctx = Ctx { date: core.clock.date() };
         for _ in 0..core.cfg.read_budget {
             if !core.cfg.watermarks.may_read(self.out.len(), self.paused) {
@@ -177,7 +181,7 @@ impl<Pr: Protocol> Conn<Pr> {
                         self.phase = Phase::Closing;
                         return Ok(());
                     }
-                    if n < core.scratch.len() && !hup {
+                    if n < core.scratch.len() && !self.hup {
                         // A short read means the socket is drained: no recv just to see EAGAIN.
                         self.drained = true;
                         return Ok(());
@@ -264,6 +268,7 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
             paused: false,
             read_open: true,
             drained: P::MODE != Mode::Edge,
+            hup: false,
             last_active: core.clock.now(),
         });
         debug_assert_eq!(inserted, key);

@@ -33,29 +33,17 @@ pub const EDGE: u8 = 2;
 /// The flag mapping, in one place.
 #[must_use]
 pub fn interests_to_epoll(mode: Mode, interest: Interest) -> u32 {
-    let mut flags = libc::EPOLLRDHUP as u32;
+    // EPOLLRDHUP goes with read interest only: a level-triggered descriptor whose peer
+    // half-closed would otherwise report it forever while the loop is not reading.
+    let read = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+    let write = libc::EPOLLOUT as u32;
+    let dirs = if interest.read { read } else { 0 } | if interest.write { write } else { 0 };
     match mode {
-        Mode::OneShot => {
-            flags |= (libc::EPOLLET | libc::EPOLLONESHOT) as u32;
-            if interest.read {
-                flags |= libc::EPOLLIN as u32;
-            }
-            if interest.write {
-                flags |= libc::EPOLLOUT as u32;
-            }
-        }
-        Mode::Level => {
-            if interest.read {
-                flags |= libc::EPOLLIN as u32;
-            }
-            if interest.write {
-                flags |= libc::EPOLLOUT as u32;
-            }
-        }
+        Mode::OneShot => dirs | (libc::EPOLLET | libc::EPOLLONESHOT) as u32,
+        Mode::Level => dirs,
         // Edge without one-shot: always both directions, the loop tracks what it wants.
-        Mode::Edge => flags |= (libc::EPOLLET | libc::EPOLLIN | libc::EPOLLOUT) as u32,
+        Mode::Edge => read | write | libc::EPOLLET as u32,
     }
-    flags
 }
 
 /// Translate a kernel event into the backend-neutral form.
@@ -182,7 +170,7 @@ mod tests {
     fn level_mapping_has_no_edge_or_oneshot() {
         let f = interests_to_epoll(Mode::Level, Interest::WRITE);
         assert_eq!(f & (libc::EPOLLET | libc::EPOLLONESHOT) as u32, 0);
-        assert_eq!(f & libc::EPOLLIN as u32, 0);
+        assert_eq!(f & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, 0, "no read-side reports while not reading");
         assert_ne!(f & libc::EPOLLOUT as u32, 0);
     }
 

@@ -1,0 +1,266 @@
+//! The L4 proxy, end to end, on every backend: client -> ringpoll proxy -> upstream.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+on_every_backend!(
+    relays_random_payloads_byte_exact_on_200_connections,
+    client_half_close_reaches_the_upstream_after_the_data,
+    upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
+    client_reset_closes_the_upstream,
+    upstream_reset_closes_the_client,
+    upstream_down_closes_the_client_promptly,
+    a_down_upstream_is_skipped,
+    slow_client_fast_upstream_stays_bounded,
+    fast_client_slow_upstream_stays_bounded,
+    silent_upstream_is_bounded_by_the_idle_timeout,
+);
+
+fn proxy_to(backend: &str, upstreams: &[SocketAddr], extra: &[&str]) -> ServerProc {
+    let ups: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
+    let mut args: Vec<&str> = Vec::new();
+    for u in &ups {
+        args.extend(["--upstream", u.as_str()]);
+    }
+    args.extend(extra);
+    ServerProc::start(backend, "proxy", &args)
+}
+
+/// A ringpoll echo server on epoll as the upstream.
+fn echo_upstream() -> ServerProc {
+    ServerProc::start("epoll", "echo", &[])
+}
+
+/// A one-shot in-test upstream: accepts one connection and hands it to `f` on a thread.
+fn custom_upstream<T: Send + 'static>(
+    f: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, mpsc::Receiver<T>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        l.set_nonblocking(false).unwrap();
+        if let Ok((s, _)) = l.accept() {
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+            let _ = tx.send(f(s));
+        }
+    });
+    (addr, rx)
+}
+
+/// Send `payload` in random chunks on one thread while reading the echo on this one.
+fn echo_through(addr: SocketAddr, payload: Vec<u8>, seed: u64) -> Vec<u8> {
+    let mut s = connect(addr);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut rng = Rng::new(seed);
+        let mut off = 0;
+        while off < payload.len() {
+            let n = rng.range(1, 50_000).min(payload.len() - off);
+            w.write_all(&payload[off..off + n]).unwrap();
+            off += n;
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let got = read_to_eof(&mut s);
+    writer.join().unwrap();
+    got
+}
+
+fn relays_random_payloads_byte_exact_on_200_connections(backend: &str) {
+    let up = echo_upstream();
+    let px = proxy_to(backend, &[up.addr], &[]);
+    let addr = px.addr;
+    let clients: Vec<_> = (0..200u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let payload = Rng::new(i).bytes(1 << 20);
+                let want = hash(&payload);
+                let got = echo_through(addr, payload, i);
+                (got.len(), hash(&got) == want)
+            })
+        })
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let (len, same) = c.join().unwrap_or_else(|_| panic!("{backend}: client {i} failed"));
+        assert_eq!(len, 1 << 20, "{backend}: client {i} length");
+        assert!(same, "{backend}: client {i} bytes differ");
+    }
+}
+
+fn client_half_close_reaches_the_upstream_after_the_data(backend: &str) {
+    let (up, rx) = custom_upstream(|mut s| {
+        let got = read_to_eof(&mut s); // EOF must come after all the data
+        s.write_all(format!("got {}", got.len()).as_bytes()).unwrap();
+        got
+    });
+    let px = proxy_to(backend, &[up], &[]);
+    let mut c = px.connect();
+    let data = Rng::new(3).bytes(500_000);
+    write_and_shutdown(&mut c, &data);
+    // The reply travels back after our FIN was forwarded: the other direction still flows.
+    assert_eq!(read_to_eof(&mut c), b"got 500000", "{backend}");
+    assert!(rx.recv_timeout(IO_TIMEOUT).unwrap() == data, "{backend}: upstream saw other bytes");
+}
+
+fn upstream_half_close_reaches_the_client_while_the_client_keeps_sending(backend: &str) {
+    let (up, rx) = custom_upstream(|mut s| {
+        s.write_all(b"greeting").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        read_to_eof(&mut s)
+    });
+    let px = proxy_to(backend, &[up], &[]);
+    let mut c = px.connect();
+    let mut greet = Vec::new();
+    c.read_to_end(&mut greet).unwrap();
+    assert_eq!(greet, b"greeting", "{backend}: the upstream's FIN reached the client after its data");
+    // Our direction is still open.
+    let data = Rng::new(9).bytes(200_000);
+    write_and_shutdown(&mut c, &data);
+    assert!(rx.recv_timeout(IO_TIMEOUT).unwrap() == data, "{backend}: client bytes lost after upstream half-close");
+}
+
+fn client_reset_closes_the_upstream(backend: &str) {
+    let (up, rx) = custom_upstream(|mut s| {
+        let mut first = [0u8; 5];
+        s.read_exact(&mut first).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return t.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    });
+    let px = proxy_to(backend, &[up], &[]);
+    let mut c = px.connect();
+    c.write_all(b"hello").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    set_linger_zero(&c);
+    drop(c);
+    let took = rx.recv_timeout(Duration::from_secs(5)).expect("upstream never saw the close");
+    assert!(took < Duration::from_secs(2), "{backend}: upstream closed after {took:?}");
+}
+
+fn upstream_reset_closes_the_client(backend: &str) {
+    let (up, _rx) = custom_upstream(|mut s| {
+        let mut first = [0u8; 5];
+        s.read_exact(&mut first).unwrap();
+        set_linger_zero(&s);
+    });
+    let px = proxy_to(backend, &[up], &[]);
+    let mut c = px.connect();
+    c.write_all(b"hello").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("{backend}: expected the client to be closed, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "{backend}: took {:?}", t.elapsed());
+}
+
+fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn upstream_down_closes_the_client_promptly(backend: &str) {
+    let px = proxy_to(backend, &[closed_port()], &[]);
+    for _ in 0..5 {
+        // Raw connect: the proxy may reset the connection before any socket option is set.
+        let mut c = TcpStream::connect(px.addr).unwrap();
+        let _ = c.write_all(b"anyone?");
+        let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+        let t = Instant::now();
+        let mut buf = [0u8; 8];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("{backend}: expected a close, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "{backend}: close took {:?}", t.elapsed());
+    }
+    let (code, err) = px.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(err.contains("upstream_failures 5"), "{backend}: failures are counted: {err}");
+}
+
+fn a_down_upstream_is_skipped(backend: &str) {
+    let up = echo_upstream();
+    let px = proxy_to(backend, &[closed_port(), up.addr], &[]);
+    for i in 0..40u64 {
+        let payload = Rng::new(i).bytes(1000);
+        assert!(echo_through(px.addr, payload.clone(), i) == payload, "{backend}: connection {i}");
+    }
+}
+
+/// RSS growth of the proxy while one side floods and the other never reads.
+fn flood_bound(backend: &str, client_floods: bool) {
+    // An upstream that either floods us or never reads.
+    let (up, _rx) = custom_upstream(move |mut s| {
+        if client_floods {
+            std::thread::sleep(Duration::from_secs(4));
+        } else {
+            s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+            let chunk = vec![0xabu8; 1 << 16];
+            let end = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < end && s.write(&chunk).is_ok() {}
+        }
+        s
+    });
+    let px = proxy_to(backend, &[up], &[]);
+    let base = rss_kib(px.pid());
+    let mut c = px.connect();
+    if client_floods {
+        c.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let chunk = vec![0xcdu8; 1 << 16];
+        let mut sent = 0usize;
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            match c.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        assert!(sent < 64 << 20, "{backend}: the proxy absorbed {sent} bytes");
+    } else {
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let grown = rss_kib(px.pid()).saturating_sub(base);
+    assert!(grown < 2 * 256 + 2048, "{backend}: proxy RSS grew by {grown} KiB");
+}
+
+fn slow_client_fast_upstream_stays_bounded(backend: &str) {
+    flood_bound(backend, false);
+}
+
+fn fast_client_slow_upstream_stays_bounded(backend: &str) {
+    flood_bound(backend, true);
+}
+
+fn silent_upstream_is_bounded_by_the_idle_timeout(backend: &str) {
+    let (up, _rx) = custom_upstream(|s| {
+        std::thread::sleep(Duration::from_secs(5));
+        s
+    });
+    let px = proxy_to(backend, &[up], &["--idle-timeout", "300ms"]);
+    let mut c = px.connect();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 8];
+    let r = c.read(&mut buf);
+    assert!(matches!(r, Ok(0)) || r.is_err() && t.elapsed() < Duration::from_secs(3), "{backend}: {r:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{backend}: closed after {:?}", t.elapsed());
+}
