@@ -192,7 +192,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(addr) = cfg.metrics {
         let bound = ringpoll_server::metrics::spawn(addr, server.counters()).context("starting --metrics")?;
-        tracing::info!("metrics on http://{bound}/metrics");
+        // Second stdout line, so scripts that asked for port 0 learn the real one.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on http://{bound}/metrics")?;
+        out.flush()?;
     }
     ringpoll_server::signals::spawn_signal_thread(server.shutdown_handle()).context("starting the signal thread")?;
     let backend = cfg.backend.name();

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Assemble docs/BENCHMARKS.md from `ringpoll compare` outputs (results.json + report.md + SVGs).
+
+usage: assemble.py MAIN_DIR IDLE_DIR > docs/BENCHMARKS.md
+Every figure comes from the results.json files; the text states the ratios it computes.
+"""
+import json
+import os
+import sys
+
+
+def load(d):
+    with open(os.path.join(d, "results.json")) as f:
+        return json.load(f)
+
+
+def cells(r, workload=None):
+    return [c for c in r["cells"] if c["error"] is None and (workload is None or c["workload"]["name"] == workload)]
+
+
+def find(r, workload, label):
+    for c in cells(r, workload):
+        if c["label"] == label:
+            return c["median"]
+    return None
+
+
+def best_peer(r, workload):
+    peers = [c for c in cells(r, workload) if c["peer"] and c["loadgen"] == "ringpoll"]
+    return min(peers, key=lambda c: c["median"]["cpu_us_per_req"]) if peers else None
+
+
+def rel(doc_dir, d, name):
+    return os.path.relpath(os.path.join(d, name), doc_dir)
+
+
+def main():
+    main_dir, idle_dir = sys.argv[1], sys.argv[2]
+    doc_dir = "docs"
+    m = load(main_dir)
+    out = []
+    p = out.append
+    mach = m["machine"]
+    p("# Benchmarks\n")
+    p("All figures on this page come from one run of each command below, on this machine:")
+    p(f"{mach['cpus']} CPUs ({mach['cpu_model']}), Linux {mach['kernel']}, {mach['date_utc']}. ")
+    p("The server under test runs **one worker pinned to CPU 0**; the load generator runs on **CPU 1** "
+      "(`taskset`); reference servers run the same way. Figures drift between runs, so compare rows "
+      "within one table, not across pages.\n")
+    p("Regenerate everything with `bash bench-scripts/regen-docs.sh`, which runs:\n")
+    p("```sh")
+    p(m["command"])
+    if os.path.exists(os.path.join(idle_dir, "results.json")):
+        p(load(idle_dir)["command"])
+    p("```\n")
+    p("How each column is measured: requests/s and latency percentiles come from the load generator's "
+      "HDR histogram; **CPU µs/req** is the server's utime+stime (from /proc) over the load's measured "
+      "window divided by the requests in it; **syscalls/req** is the server's own count of the system calls "
+      "it made (every call goes through one counted layer); **user %** is the user-space share of server CPU.\n")
+
+    p("## Headline\n")
+    rows = []
+    for w in sorted({c["workload"]["name"] for c in cells(m)}, key=lambda n: [c["workload"]["name"] for c in m["cells"]].index(n)):
+        bp = best_peer(m, w)
+        ep = find(m, w, "epoll")
+        ur = find(m, w, "uring")
+        def ratio(a, b):
+            return f"{a['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}x" if a and b and b["cpu_us_per_req"] > 0 else "-"
+        rows.append((w, ep, ur, bp, ratio(ep, bp["median"] if bp else None), ratio(ur, bp["median"] if bp else None), ratio(ur, ep)))
+    p("| workload | epoll CPU µs/req | uring CPU µs/req | best peer (CPU µs/req) | epoll / peer | uring / peer | uring / epoll |")
+    p("|---|---|---|---|---|---|---|")
+    for w, ep, ur, bp, a, b, c in rows:
+        peer = f"{bp['label']} ({bp['median']['cpu_us_per_req']:.2f})" if bp else "-"
+        fmt = lambda x: f"{x['cpu_us_per_req']:.2f}" if x else "-"
+        p(f"| {w} | {fmt(ep)} | {fmt(ur)} | {peer} | {a} | {b} | {c} |")
+    p("")
+    p(f"![throughput]({rel(doc_dir, main_dir, 'throughput.svg')})\n")
+    p(f"![server CPU per request]({rel(doc_dir, main_dir, 'cpu.svg')})\n")
+    p(f"![latency]({rel(doc_dir, main_dir, 'latency.svg')})\n")
+    p("## Full comparison\n")
+    with open(os.path.join(main_dir, "report.md")) as f:
+        body = f.read().split("\n", 1)[1]
+    p(body.replace("](", f"]({os.path.relpath(main_dir, doc_dir)}/"))
+
+    if os.path.exists(os.path.join(idle_dir, "results.json")):
+        r = load(idle_dir)
+        p("\n## The idle-connection experiment\n")
+        p("64 active ping-pong connections (64-byte echo) plus N idle connections held open by "
+          "`ringpoll load --idle N`; one server worker on CPU 0, load on CPU 1. The claim under test: "
+          "select and poll cost grows with every watched descriptor, idle or not, while epoll and "
+          "io_uring do not.\n")
+        p(f"![idle]({rel(doc_dir, idle_dir, 'idle.svg')})\n")
+        labels = []
+        for c in cells(r):
+            if c["label"] not in labels:
+                labels.append(c["label"])
+        levels = sorted({c["workload"]["idle"] for c in cells(r)})
+        p("| backend | " + " | ".join(f"idle {n}: CPU µs/rt (req/s, syscalls/rt)" for n in levels) + " | CPU at max idle / at 0 |")
+        p("|---|" + "---|" * (len(levels) + 1))
+        for lab in labels:
+            row = []
+            by = {c["workload"]["idle"]: c["median"] for c in cells(r) if c["label"] == lab}
+            for n in levels:
+                x = by.get(n)
+                row.append(f"{x['cpu_us_per_req']:.2f} ({x['rps']:.0f}, {x['syscalls_per_req'] or 0:.2f})" if x else "n/a")
+            top = max(by) if by else 0
+            growth = f"{by[top]['cpu_us_per_req'] / by[0]['cpu_us_per_req']:.2f}x at {top}" if 0 in by and top and by[0]["cpu_us_per_req"] > 0 else "-"
+            p(f"| {lab} | " + " | ".join(row) + f" | {growth} |")
+        if r.get("skipped"):
+            p("\nNot run: " + "; ".join(r["skipped"]) + ".")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Regenerate docs/BENCHMARKS.md: the full comparison with reference servers, then the
+# idle-connection experiment. Server pinned to CPU 0 with one worker, load on CPU 1.
+#
+#   bash bench-scripts/regen-docs.sh            # full runs (about 25 minutes on 2 cores)
+#   QUICK=1 bash bench-scripts/regen-docs.sh    # short runs, to check the pipeline
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash bench-scripts/install-references.sh || echo "reference tools not installed: those rows will be skipped"
+bash bench-scripts/build-peers.sh
+cargo build --release
+bin=target/release/ringpoll
+
+quick=()
+[ "${QUICK:-0}" = 1 ] && quick=(--quick)
+
+main_cmd=("$bin" compare "${quick[@]}" --with-peers --out docs/bench/main)
+idle_cmd=("$bin" compare "${quick[@]}" --suite idle --out docs/bench/idle)
+"${main_cmd[@]}"
+"${idle_cmd[@]}"
+
+python3 bench-scripts/assemble.py docs/bench/main docs/bench/idle > docs/BENCHMARKS.md
+echo "wrote docs/BENCHMARKS.md"

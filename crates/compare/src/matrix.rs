@@ -1,0 +1,131 @@
+//! What is compared: the workloads and the servers (ringpoll backends and reference peers).
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol a workload speaks to the server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Echo,
+    Http,
+    /// Echo traffic through the server in proxy mode to a ringpoll echo upstream.
+    Proxy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    pub name: String,
+    pub proto: Proto,
+    /// Echo message size in bytes.
+    pub size: usize,
+    pub conns: usize,
+    /// Requests in flight per connection.
+    pub depth: usize,
+    /// Extra idle connections held open during the run.
+    pub idle: usize,
+}
+
+impl Workload {
+    fn new(name: &str, proto: Proto, size: usize, conns: usize, depth: usize) -> Self {
+        Self { name: name.into(), proto, size, conns, depth, idle: 0 }
+    }
+}
+
+/// The main matrix (issue: echo 64 B at 64 and 512 connections, echo 16 KiB at 64, HTTP at 64,
+/// HTTP pipelined at depth 16, and the proxy at 64 B and 16 KiB).
+#[must_use]
+pub fn main_workloads() -> Vec<Workload> {
+    vec![
+        Workload::new("echo-64B-c64", Proto::Echo, 64, 64, 1),
+        Workload::new("echo-64B-c512", Proto::Echo, 64, 512, 1),
+        Workload::new("echo-16KiB-c64", Proto::Echo, 16 * 1024, 64, 1),
+        Workload::new("http-c64", Proto::Http, 0, 64, 1),
+        Workload::new("http-pipe16-c64", Proto::Http, 0, 64, 16),
+        Workload::new("proxy-64B-c64", Proto::Proxy, 64, 64, 1),
+        Workload::new("proxy-16KiB-c64", Proto::Proxy, 16 * 1024, 64, 1),
+    ]
+}
+
+/// The idle-connection experiment: 64 active ping-pong connections plus `idle` idle ones.
+#[must_use]
+pub fn idle_workloads(levels: &[usize]) -> Vec<Workload> {
+    levels
+        .iter()
+        .map(|&idle| Workload {
+            name: format!("echo-64B-c64-idle{idle}"),
+            idle,
+            ..Workload::new("", Proto::Echo, 64, 64, 1)
+        })
+        .collect()
+}
+
+/// A server under test.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Server {
+    Ringpoll { backend: String },
+    TokioEcho,
+    MonoioEcho,
+    TokioHttp,
+    Nginx,
+    NginxStream,
+}
+
+impl Server {
+    #[must_use]
+    pub fn name(&self) -> String {
+        match self {
+            Server::Ringpoll { backend } => backend.clone(),
+            Server::TokioEcho | Server::TokioHttp => "tokio".into(),
+            Server::MonoioEcho => "monoio".into(),
+            Server::Nginx | Server::NginxStream => "nginx".into(),
+        }
+    }
+
+    #[must_use]
+    pub fn is_peer(&self) -> bool {
+        !matches!(self, Server::Ringpoll { .. })
+    }
+
+    #[must_use]
+    pub fn serves(&self, proto: Proto) -> bool {
+        match self {
+            Server::Ringpoll { .. } => true,
+            Server::TokioEcho | Server::MonoioEcho => proto == Proto::Echo,
+            Server::TokioHttp | Server::Nginx => proto == Proto::Http,
+            Server::NginxStream => proto == Proto::Proxy,
+        }
+    }
+}
+
+/// Which load generator drives a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadGen {
+    Ringpoll,
+    Wrk,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_main_matrix_covers_the_issue_workloads() {
+        let w = main_workloads();
+        assert!(w.iter().any(|w| w.proto == Proto::Echo && w.size == 64 && w.conns == 512));
+        assert!(w.iter().any(|w| w.proto == Proto::Http && w.depth == 16));
+        assert!(w.iter().all(|w| w.idle == 0));
+        let names: std::collections::HashSet<_> = w.iter().map(|w| &w.name).collect();
+        assert_eq!(names.len(), w.len(), "unique names");
+    }
+
+    #[test]
+    fn peers_serve_only_their_protocol() {
+        assert!(Server::TokioEcho.serves(Proto::Echo) && !Server::TokioEcho.serves(Proto::Http));
+        assert!(Server::Nginx.serves(Proto::Http) && !Server::Nginx.serves(Proto::Proxy));
+        assert!(Server::NginxStream.serves(Proto::Proxy));
+        assert!(Server::Ringpoll { backend: "epoll".into() }.serves(Proto::Proxy));
+        assert_eq!(idle_workloads(&[0, 1000])[1].idle, 1000);
+    }
+}
