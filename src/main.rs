@@ -145,6 +145,9 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     cfg.shutdown_timeout = args.shutdown_timeout;
     cfg.connect_timeout = args.connect_timeout;
     cfg.metrics = args.metrics;
+    if args.splice && (mode != Mode::Proxy || args.backend != Backend::Epoll) {
+        bail!("--splice applies to --mode proxy with --backend epoll");
+    }
     cfg.splice = args.splice;
     if args.low_watermark > args.high_watermark || args.high_watermark == 0 {
         bail!("--low-watermark must not exceed --high-watermark (and the high one must be > 0)");

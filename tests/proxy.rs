@@ -22,9 +22,35 @@ on_every_backend!(
     silent_upstream_is_bounded_by_the_idle_timeout,
 );
 
+/// The same bodies over the zero-copy relay (`--backend epoll --splice`).
+macro_rules! spliced {
+    ($($name:ident),* $(,)?) => {
+        mod epoll_splice { $( #[test] fn $name() { super::$name("epoll+splice") } )* }
+    };
+}
+spliced!(
+    relays_random_payloads_byte_exact_on_200_connections,
+    client_half_close_reaches_the_upstream_after_the_data,
+    upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
+    client_reset_closes_the_upstream,
+    upstream_reset_closes_the_client,
+    upstream_down_closes_the_client_promptly,
+    a_down_upstream_is_skipped,
+    slow_client_fast_upstream_stays_bounded,
+    fast_client_slow_upstream_stays_bounded,
+    silent_upstream_is_bounded_by_the_idle_timeout,
+);
+
 fn proxy_to(backend: &str, upstreams: &[SocketAddr], extra: &[&str]) -> ServerProc {
     let ups: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
     let mut args: Vec<&str> = Vec::new();
+    let backend = match backend.strip_suffix("+splice") {
+        Some(b) => {
+            args.push("--splice");
+            b
+        }
+        None => backend,
+    };
     for u in &ups {
         args.extend(["--upstream", u.as_str()]);
     }

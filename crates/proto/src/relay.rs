@@ -12,6 +12,11 @@
 //! - EOF from one side becomes `shutdown(SHUT_WR)` on the other only after everything
 //!   buffered for it has been written; the other direction keeps flowing;
 //! - the pair is finished when both directions are shut, or at once on a reset.
+//!
+//! Bytes in flight either sit in the relay's own buffers (the copying relay: `received`,
+//! `outgoing`, `sent`) or outside it, in a kernel pipe the backend splices through (the
+//! zero-copy relay: `received_piped`, `sent_piped`, `pipe_blocked`); the relay then only counts
+//! them. A pair uses one way or the other, never both.
 
 use crate::buf::{OutBuf, Watermarks};
 
@@ -42,6 +47,8 @@ impl Side {
 #[derive(Debug, Default)]
 struct Flow {
     buf: OutBuf,
+    /// Bytes the backend spliced into a pipe and has not spliced out yet.
+    piped: usize,
     /// The source sent FIN: nothing more will be added.
     src_eof: bool,
     /// We shut down the destination's write half (FIN sent).
@@ -94,7 +101,7 @@ impl Relay {
     /// Whether there are bytes to write to `side`.
     #[must_use]
     pub fn wants_write(&self, side: Side) -> bool {
-        self.connected && !self.reset && !self.outgoing(side).is_empty()
+        self.connected && !self.reset && self.outgoing_len(side) > 0
     }
 
     /// Interest for `side`.
@@ -117,6 +124,44 @@ impl Relay {
         true
     }
 
+    /// `n` bytes from `side` were spliced into the pipe towards the other side.
+    pub fn received_piped(&mut self, side: Side, n: usize) -> bool {
+        let f = &mut self.flows[side.idx()];
+        if f.src_eof || self.reset {
+            return false;
+        }
+        f.piped += n;
+        if !self.wm.may_read(f.buf.len() + f.piped, f.paused) {
+            f.paused = true;
+        }
+        true
+    }
+
+    /// The pipe from `side` refused more bytes although it holds fewer than its byte capacity
+    /// (a pipe also runs out of buffer slots): stop reading `side` until some bytes leave it.
+    pub fn pipe_blocked(&mut self, side: Side) {
+        let f = &mut self.flows[side.idx()];
+        if f.piped > 0 {
+            f.paused = true;
+        }
+    }
+
+    /// Bytes waiting in the pipe towards `side`.
+    #[must_use]
+    pub fn outgoing_piped(&self, side: Side) -> usize {
+        self.flows[side.other().idx()].piped
+    }
+
+    /// `n` bytes were spliced out of the pipe into `side`.
+    pub fn sent_piped(&mut self, side: Side, n: usize) {
+        let f = &mut self.flows[side.other().idx()];
+        let n = n.min(f.piped);
+        f.piped -= n;
+        if f.paused && n > 0 && self.wm.may_read(f.buf.len() + f.piped, true) {
+            f.paused = false;
+        }
+    }
+
     /// `side` sent FIN.
     pub fn received_eof(&mut self, side: Side) {
         self.flows[side.idx()].src_eof = true;
@@ -128,10 +173,11 @@ impl Relay {
         self.flows[side.other().idx()].buf.pending()
     }
 
-    /// Number of bytes waiting to be written to `side`.
+    /// Number of bytes waiting to be written to `side` (buffered or piped).
     #[must_use]
     pub fn outgoing_len(&self, side: Side) -> usize {
-        self.flows[side.other().idx()].buf.len()
+        let f = &self.flows[side.other().idx()];
+        f.buf.len() + f.piped
     }
 
     /// `n` bytes of [`Relay::outgoing`] were written to `side`.
@@ -149,7 +195,7 @@ impl Relay {
     #[must_use]
     pub fn should_shutdown(&self, side: Side) -> bool {
         let f = &self.flows[side.other().idx()];
-        self.connected && !self.reset && f.src_eof && f.buf.is_empty() && !f.dst_shut
+        self.connected && !self.reset && f.src_eof && f.buf.is_empty() && f.piped == 0 && !f.dst_shut
     }
 
     /// The backend shut down `side`'s write half.
@@ -176,7 +222,7 @@ impl Relay {
     /// Nothing buffered in either direction.
     #[must_use]
     pub fn is_quiet(&self) -> bool {
-        self.flows.iter().all(|f| f.buf.is_empty())
+        self.flows.iter().all(|f| f.buf.is_empty() && f.piped == 0)
     }
 }
 
@@ -234,6 +280,24 @@ mod tests {
         assert!(!r.wants_read(Side::Upstream), "25 left > low");
         r.sent(Side::Client, 9);
         assert!(r.wants_read(Side::Upstream), "16 left = low: resumed");
+    }
+
+    #[test]
+    fn piped_bytes_are_counted_like_buffered_ones() {
+        let mut r = connected();
+        assert!(r.received_piped(Side::Client, 40));
+        assert_eq!(r.outgoing_len(Side::Upstream), 40);
+        assert!(r.outgoing(Side::Upstream).is_empty(), "nothing in the relay's own buffer");
+        r.received_eof(Side::Client);
+        assert!(!r.should_shutdown(Side::Upstream), "40 bytes still in the pipe");
+        r.sent_piped(Side::Upstream, 40);
+        assert!(r.should_shutdown(Side::Upstream));
+        // A pipe out of slots pauses the source until bytes leave it.
+        r.received_piped(Side::Upstream, 10);
+        r.pipe_blocked(Side::Upstream);
+        assert!(!r.wants_read(Side::Upstream));
+        r.sent_piped(Side::Client, 1);
+        assert!(r.wants_read(Side::Upstream));
     }
 
     #[test]

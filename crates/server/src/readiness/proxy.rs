@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use ringpoll_proto::buf::Watermarks;
 use ringpoll_proto::relay::{Relay, Side};
 use tracing::{debug, warn};
 
@@ -15,6 +16,7 @@ use super::poller::{is_fd_out_of_range, Event, Interest, Poller, Token};
 use super::{Core, Handler};
 use crate::slab::{Key, Slab};
 use crate::sys::socket;
+use crate::sys::splice::Pipe;
 use crate::CloseReason;
 
 /// Bit of the token's slot index that says which side an event is for.
@@ -51,6 +53,9 @@ struct Pair {
     /// The side's FIN is known to be queued (RDHUP/HUP seen), possibly while it was not
     /// being read: a short read is then not the end of it.
     hup: [bool; 2],
+    /// `--splice`: one pipe per direction, indexed by the source side; bytes move socket ->
+    /// pipe -> socket without entering user space.
+    pipes: Option<Box<[Pipe; 2]>>,
     last_active: Instant,
 }
 
@@ -205,6 +210,9 @@ fn pump<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side, ev: Event) -
 }
 
 fn read_side<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side) -> io::Result<()> {
+    if pair.pipes.is_some() {
+        return splice_side(pair, core, side);
+    }
     let hup = pair.hup[idx(side)];
     for _ in 0..core.cfg.read_budget {
         if !pair.relay.wants_read(side) {
@@ -236,10 +244,65 @@ fn read_side<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side) -> io::
     Ok(())
 }
 
+/// The zero-copy read: splice from `side` into its pipe, then on into the other socket.
+/// (Only with the one-shot epoll backend: re-arming re-reports a socket left readable, so a
+/// short splice needs no "drained" bookkeeping.)
+fn splice_side<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side) -> io::Result<()> {
+    for _ in 0..core.cfg.read_budget {
+        if !pair.relay.wants_read(side) {
+            return Ok(());
+        }
+        let Some(pipes) = pair.pipes.as_ref() else { return Ok(()) };
+        let pipe = &pipes[idx(side)];
+        let room = pipe.capacity().saturating_sub(pair.relay.outgoing_len(side.other()));
+        if room == 0 {
+            pair.relay.pipe_blocked(side);
+            return Ok(());
+        }
+        match pipe.fill_from(pair.stream(side).as_raw_fd(), room)? {
+            // The socket is empty, or the pipe ran out of slots before bytes.
+            None => {
+                pair.relay.pipe_blocked(side);
+                return Ok(());
+            }
+            Some(0) => {
+                pair.relay.received_eof(side);
+                return Ok(());
+            }
+            Some(n) => {
+                core.stats.bytes_in += n as u64;
+                core.stats.requests += 1;
+                pair.relay.received_piped(side, n);
+                flush(pair, core, side.other())?;
+                if n < room {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Write what is pending for `to` until done or the socket is full; then forward a
 /// half-close if it is due.
 fn flush<P: Poller>(pair: &mut Pair, core: &mut Core<P>, to: Side) -> io::Result<()> {
-    while pair.relay.wants_write(to) {
+    if let Some(pipes) = pair.pipes.as_ref() {
+        let pipe = &pipes[idx(to.other())];
+        while pair.relay.outgoing_piped(to) > 0 && !pair.relay.is_reset() {
+            let want = pair.relay.outgoing_piped(to);
+            match pipe.drain_into(pair.stream(to).as_raw_fd(), want)? {
+                Some(n) if n > 0 => {
+                    core.stats.bytes_out += n as u64;
+                    pair.relay.sent_piped(to, n);
+                    if n < want {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    while pair.relay.wants_write(to) && !pair.relay.outgoing(to).is_empty() {
         let want = pair.relay.outgoing_len(to);
         match socket::send(pair.stream(to), pair.relay.outgoing(to))? {
             Some(n) => {
@@ -257,6 +320,19 @@ fn flush<P: Poller>(pair: &mut Pair, core: &mut Core<P>, to: Side) -> io::Result
         pair.relay.shut_down(to);
     }
     Ok(())
+}
+
+/// Two pipes for a spliced pair; on failure (e.g. out of descriptors) the pair copies.
+fn make_pipes<P: Poller>(core: &mut Core<P>) -> Option<Box<[Pipe; 2]>> {
+    match (Pipe::new(), Pipe::new()) {
+        (Ok(a), Ok(b)) => Some(Box::new([a, b])),
+        (Err(e), _) | (_, Err(e)) => {
+            if core.log_limit.allow(core.clock.now()) {
+                warn!("creating splice pipes: {e}; this pair copies instead");
+            }
+            None
+        }
+    }
 }
 
 impl<P: Poller> Handler<P> for Proxies {
@@ -297,14 +373,21 @@ impl<P: Poller> Handler<P> for Proxies {
             }
         }
         let now = core.clock.now();
+        let pipes = if core.cfg.splice { make_pipes(core) } else { None };
+        // Spliced bytes live in the pipes: their capacity is the watermark.
+        let wm = match &pipes {
+            Some(p) => Watermarks { high: p[0].capacity(), low: p[0].capacity() / 2 },
+            None => core.cfg.watermarks,
+        };
         let inserted = self.pairs.insert(Pair {
             client,
             upstream,
-            relay: Relay::new(core.cfg.watermarks),
+            relay: Relay::new(wm),
             connecting: Some(Connecting { deadline: now + core.cfg.connect_timeout, upstream: i, retried: false }),
             armed: [Some(Interest::NONE), Some(Interest::WRITE)],
             drained: [false, false],
             hup: [false, false],
+            pipes,
             last_active: now,
         });
         debug_assert_eq!(inserted, key);

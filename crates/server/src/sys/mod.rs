@@ -13,6 +13,7 @@ pub mod eventfd;
 pub mod poll;
 pub mod select;
 pub mod socket;
+pub mod splice;
 
 /// Call a libc function and turn the C convention (`-1` + errno) into `io::Result`.
 macro_rules! syscall {
