@@ -101,7 +101,12 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
             continue;
         }
         match measure::backend_available(&ringpoll, name) {
-            Ok(()) => servers.push(Server::Ringpoll { backend: name.into() }),
+            Ok(()) => {
+                servers.push(Server::Ringpoll { backend: name.into() });
+                if b == Backend::Epoll {
+                    servers.push(Server::RingpollSplice);
+                }
+            }
             Err(e) => skipped.push(format!("{name}: {e}")),
         }
     }

@@ -63,7 +63,11 @@ pub fn idle_workloads(levels: &[usize]) -> Vec<Workload> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Server {
-    Ringpoll { backend: String },
+    Ringpoll {
+        backend: String,
+    },
+    /// The epoll proxy relaying with splice(2) (`--splice`).
+    RingpollSplice,
     TokioEcho,
     MonoioEcho,
     TokioHttp,
@@ -76,6 +80,7 @@ impl Server {
     pub fn name(&self) -> String {
         match self {
             Server::Ringpoll { backend } => backend.clone(),
+            Server::RingpollSplice => "epoll+splice".into(),
             Server::TokioEcho | Server::TokioHttp => "tokio".into(),
             Server::MonoioEcho => "monoio".into(),
             Server::Nginx | Server::NginxStream => "nginx".into(),
@@ -84,13 +89,14 @@ impl Server {
 
     #[must_use]
     pub fn is_peer(&self) -> bool {
-        !matches!(self, Server::Ringpoll { .. })
+        !matches!(self, Server::Ringpoll { .. } | Server::RingpollSplice)
     }
 
     #[must_use]
     pub fn serves(&self, proto: Proto) -> bool {
         match self {
             Server::Ringpoll { .. } => true,
+            Server::RingpollSplice => proto == Proto::Proxy,
             Server::TokioEcho | Server::MonoioEcho => proto == Proto::Echo,
             Server::TokioHttp | Server::Nginx => proto == Proto::Http,
             Server::NginxStream => proto == Proto::Proxy,

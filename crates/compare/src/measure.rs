@@ -87,7 +87,11 @@ fn nearest(samples: &[Sample], t: f64) -> Option<Sample> {
 pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Option<&Proc>) -> Result<Proc> {
     let cpu = setup.server_cpu;
     match server {
-        Server::Ringpoll { backend } => {
+        Server::Ringpoll { .. } | Server::RingpollSplice => {
+            let (backend, splice) = match server {
+                Server::Ringpoll { backend } => (backend.as_str(), false),
+                _ => ("epoll", true),
+            };
             let mut cmd = procs::pinned(cpu, &setup.ringpoll);
             let mode = match w.proto {
                 Proto::Echo => "echo",
@@ -102,8 +106,11 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
             if let Some(up) = upstream {
                 cmd.args(["--upstream", &up.addr.to_string()]);
             }
+            if splice {
+                cmd.arg("--splice");
+            }
             cmd.env("RINGPOLL_LOG", "warn");
-            procs::spawn_announcing(cmd, backend, true)
+            procs::spawn_announcing(cmd, &server.name(), true)
         }
         Server::TokioEcho | Server::MonoioEcho | Server::TokioHttp => {
             let bin = match server {
