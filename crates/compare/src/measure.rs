@@ -153,8 +153,8 @@ struct LoadJson {
     duration_s: f64,
     latency_us: Percentiles,
     errors: std::collections::BTreeMap<String, u64>,
-    window_start_unix_s: Option<f64>,
-    window_end_unix_s: Option<f64>,
+    window_start_unix_s: f64,
+    window_end_unix_s: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,7 +194,7 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen) -
     let load = out?;
 
     let (t0, t1) = match (load.window_start_unix_s, load.window_end_unix_s) {
-        (Some(a), Some(b)) if b > a => (a, b),
+        (a, b) if a > 0.0 && b > a => (a, b),
         _ => {
             let span = if load.duration_s > 0.0 { load.duration_s } else { setup.duration.as_secs_f64() };
             (ended - span, ended)
@@ -308,8 +308,8 @@ fn parse_wrk(text: &str, start: f64, end: f64) -> Result<LoadJson> {
         bail!("could not parse wrk output: {text}");
     }
     // wrk connects before its clock starts; the run's tail is the window.
-    j.window_end_unix_s = Some(end);
-    j.window_start_unix_s = Some((end - j.duration_s).max(start));
+    j.window_end_unix_s = end;
+    j.window_start_unix_s = (end - j.duration_s).max(start);
     Ok(j)
 }
 
@@ -334,7 +334,7 @@ mod tests {
         assert!((j.latency_us.p50 - 500.0).abs() < 1e-6);
         assert!((j.latency_us.p99 - 1200.0).abs() < 1e-6);
         assert!((j.latency_us.max - 5200.0).abs() < 1e-6);
-        assert_eq!(j.window_start_unix_s, Some(101.0));
+        assert_eq!(j.window_start_unix_s, 101.0);
     }
 
     #[test]
