@@ -65,8 +65,8 @@ pub struct CompareArgs {
     /// Do not pin (machines with one CPU are never pinned).
     #[arg(long)]
     pub no_pin: bool,
-    /// Idle connection counts for `--suite idle`.
-    #[arg(long, value_delimiter = ',', default_value = "0,1000,5000,15000")]
+    /// Idle connection counts for `--suite idle` (500 gives select a point below its cap).
+    #[arg(long, value_delimiter = ',', default_value = "0,500,1000,5000,15000")]
     pub idle_levels: Vec<usize>,
 }
 

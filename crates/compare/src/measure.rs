@@ -241,7 +241,9 @@ fn run_ringpoll_load(setup: &Setup, w: &Workload, proc: &Proc) -> Result<LoadJso
     cmd.arg("load").arg("--json");
     cmd.args(["-t", "1", "-c", &w.conns.to_string(), "--depth", &w.depth.to_string()]);
     cmd.args(["-d", &format!("{}ms", setup.duration.as_millis())]);
-    cmd.args(["--warmup", &format!("{}ms", setup.warmup.as_millis())]);
+    // Idle connections are opened at the start: leave them time to connect before the window.
+    let warmup = setup.warmup.max(Duration::from_millis(500 + w.idle as u64 / 5));
+    cmd.args(["--warmup", &format!("{}ms", warmup.as_millis())]);
     if w.proto != Proto::Http {
         cmd.args(["--mode", "echo", "--size", &w.size.to_string()]);
     }
