@@ -14,6 +14,7 @@ pub mod poll;
 pub mod select;
 pub mod socket;
 pub mod splice;
+pub mod uring;
 
 /// Call a libc function and turn the C convention (`-1` + errno) into `io::Result`.
 macro_rules! syscall {

@@ -1,0 +1,406 @@
+//! io_uring-specific behaviour of the `uring` backend: a tiny provided-buffer ring (ENOBUFS
+//! and re-arm), tiny submission/completion queues, a prompt FIN when the server closes a
+//! connection whose receive is in flight, and a clear refusal when io_uring is forbidden.
+//!
+//! Every loop is bounded in time and count; every socket op has a timeout. The cases skip
+//! (printing why) only when the kernel refuses io_uring; set RINGPOLL_REQUIRE_URING=1 to make
+//! that a failure instead.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringpoll_server::{Backend, Config, Counters, Mode, Server};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+const CHILD_ENV: &str = "RINGPOLL_URING_SECCOMP_CHILD";
+
+fn config(mode: Mode) -> Config {
+    let mut cfg = Config::new("127.0.0.1:0".parse().unwrap(), mode, Backend::Uring);
+    cfg.workers = 1;
+    cfg.pin = false;
+    cfg.shutdown_timeout = Duration::from_secs(5);
+    cfg
+}
+
+/// Start an in-process server; `None` (with the reason printed) if the kernel refuses io_uring.
+fn start(cfg: Config) -> Option<Server> {
+    let _ = ringpoll_server::sys::raise_nofile_limit();
+    match Server::start(cfg) {
+        Ok(s) => Some(s),
+        Err(e) if e.to_string().contains("io_uring is not available") => {
+            assert!(std::env::var_os("RINGPOLL_REQUIRE_URING").is_none(), "io_uring required: {e}");
+            eprintln!("SKIP: the kernel refuses io_uring: {e}");
+            None
+        }
+        Err(e) => panic!("starting the uring server: {e}"),
+    }
+}
+
+fn snapshot(server: &Server) -> Counters {
+    server.counters()[0].snapshot()
+}
+
+fn stop(server: Server) -> Counters {
+    server.shutdown_handle().trigger();
+    let counters = server.join().expect("workers end cleanly");
+    counters[0]
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+fn pattern(conn: usize, round: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((conn * 31 + round * 7 + i) % 251) as u8).collect()
+}
+
+/// `conns` connections over `threads` client threads; each round every connection sends
+/// `msg` bytes, then every reply is read back and compared. Returns the bytes echoed.
+fn busy_echo(addr: SocketAddr, conns: usize, threads: usize, rounds: usize, msg: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let per = conns.div_ceil(threads);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let ids: Vec<usize> = (t * per..((t + 1) * per).min(conns)).collect();
+                let mut socks: Vec<TcpStream> = ids.iter().map(|_| connect(addr)).collect();
+                let mut buf = vec![0u8; msg];
+                for round in 0..rounds {
+                    assert!(Instant::now() < deadline, "busy echo took too long (round {round})");
+                    for (s, &id) in socks.iter_mut().zip(&ids) {
+                        s.write_all(&pattern(id, round, msg)).expect("send");
+                    }
+                    for (s, &id) in socks.iter_mut().zip(&ids) {
+                        s.read_exact(&mut buf).unwrap_or_else(|e| panic!("conn {id} round {round}: {e}"));
+                        assert!(buf == pattern(id, round, msg), "conn {id} round {round}: bytes differ");
+                    }
+                }
+                (ids.len() * rounds * msg) as u64
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("client thread")).sum()
+}
+
+/// Wait (bounded) until `f` holds for the published counters.
+fn wait_counters(server: &Server, what: &str, f: impl Fn(&Counters) -> bool) -> Counters {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = snapshot(server);
+        if f(&c) {
+            return c;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}: {c:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn tiny_buffer_ring_echoes_every_byte() {
+    let mut cfg = config(Mode::Echo);
+    cfg.uring.buf_count = 8;
+    cfg.uring.buf_size = 256;
+    let Some(server) = start(cfg) else { return };
+    let echoed = busy_echo(server.local_addr(), 500, 10, 6, 2000);
+    let live = snapshot(&server);
+    let c = stop(server);
+    assert_eq!(echoed, 500 * 6 * 2000);
+    assert_eq!(c.bytes_in, echoed, "{c:?}");
+    assert_eq!(c.bytes_out, echoed, "{c:?}");
+    assert_eq!(c.accepted, 500);
+    assert_eq!(c.closed, 500);
+    assert!(live.uring_enobufs > 0, "8 buffers for 500 busy connections must run dry: {live:?}");
+    assert!(c.uring_rearms >= c.uring_enobufs, "every ENOBUFS re-arms: {c:?}");
+    eprintln!("enobufs {} rearms {} wakeups {}", c.uring_enobufs, c.uring_rearms, c.wakeups);
+}
+
+#[test]
+fn tiny_queues_lose_nothing_and_do_not_spin() {
+    let mut cfg = config(Mode::Echo);
+    cfg.uring.sq_entries = 8; // CQ 32, for 300 multishot receives
+    let Some(server) = start(cfg) else { return };
+    let (conns, rounds) = (300, 10);
+    let echoed = busy_echo(server.local_addr(), conns, 6, rounds, 700);
+    assert_eq!(echoed, (conns * rounds * 700) as u64);
+    let busy = wait_counters(&server, "every byte counted", |c| c.bytes_out == echoed);
+    assert_eq!(busy.bytes_in, echoed);
+    // Each message is a receive and a send; allow for tiny batches, not for spinning.
+    let messages = (conns * rounds) as u64;
+    assert!(busy.wakeups <= 10 * messages + 100, "{} wakeups for {messages} messages", busy.wakeups);
+    std::thread::sleep(Duration::from_millis(600));
+    let idle = snapshot(&server);
+    let idle_wakeups = idle.wakeups - busy.wakeups;
+    assert!(idle_wakeups <= 8, "{idle_wakeups} wakeups in 600 ms with nothing to do (spinning?)");
+    let c = stop(server);
+    assert_eq!(c.closed, conns as u64);
+    eprintln!("wakeups {} rearms {} enobufs {}", c.wakeups, c.uring_rearms, c.uring_enobufs);
+}
+
+/// Read until EOF (bounded); returns what was read and when the EOF arrived.
+fn read_to_eof(s: &mut TcpStream) -> (Vec<u8>, Instant) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..10_000 {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, Instant::now()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("waiting for FIN: {e} (after {} bytes)", got.len()),
+        }
+    }
+    panic!("no FIN after 10000 reads");
+}
+
+fn round_trip(s: &mut TcpStream) {
+    s.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
+}
+
+#[test]
+fn fin_is_prompt_when_shutdown_closes_an_idle_connection() {
+    let Some(server) = start(config(Mode::Echo)) else { return };
+    let mut s = connect(server.local_addr());
+    round_trip(&mut s); // the multishot receive is armed
+    let handle = server.shutdown_handle();
+    let t0 = Instant::now();
+    handle.trigger();
+    let (rest, eof_at) = read_to_eof(&mut s);
+    let took = eof_at - t0;
+    assert!(rest.is_empty());
+    assert!(took < Duration::from_millis(100), "FIN {took:?} after the shutdown closed the connection");
+    let c = server.join().expect("join")[0];
+    assert_eq!((c.closed, c.closed_normal), (1, 1), "{c:?}");
+}
+
+#[test]
+fn fin_is_prompt_when_the_idle_timeout_closes() {
+    let mut cfg = config(Mode::Echo);
+    cfg.idle_timeout = Some(Duration::from_millis(200));
+    let Some(server) = start(cfg) else { return };
+    let mut s = connect(server.local_addr());
+    round_trip(&mut s);
+    let reader = std::thread::spawn(move || read_to_eof(&mut s).1);
+    let closed = wait_counters(&server, "the idle close", |c| c.closed_idle == 1);
+    let counted_at = Instant::now();
+    let eof_at = reader.join().expect("reader");
+    let lag = eof_at.saturating_duration_since(counted_at);
+    assert!(lag < Duration::from_millis(100), "FIN {lag:?} after the idle close was counted");
+    assert_eq!(closed.closed, 1);
+    stop(server);
+}
+
+#[test]
+fn fin_is_prompt_after_http_connection_close() {
+    let Some(server) = start(config(Mode::Http)) else { return };
+    let mut s = connect(server.local_addr());
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).unwrap(); // keep-alive: the receive stays armed
+    let t0 = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    let (rest, eof_at) = read_to_eof(&mut s);
+    let took = eof_at - t0;
+    let text = String::from_utf8_lossy(&rest);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
+    assert!(took < Duration::from_millis(100), "FIN {took:?} after a `Connection: close` request");
+    let c = stop(server);
+    assert_eq!(c.requests, 2, "{c:?}");
+}
+
+#[test]
+fn backpressure_pauses_and_resumes_reading() {
+    let mut cfg = config(Mode::Echo);
+    cfg.watermarks.high = 64 * 1024;
+    cfg.watermarks.low = 16 * 1024;
+    let Some(server) = start(cfg) else { return };
+    // A small, fixed receive buffer (no autotuning) so that the kernel cannot absorb it all.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(64 * 1024).unwrap();
+    sock.connect_timeout(&server.local_addr().into(), IO_TIMEOUT).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let data = Arc::new(pattern(1, 2, 16 << 20));
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        w.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || w.write_all(&data).expect("write"))
+    };
+    // Read nothing for a while: the server must stop reading rather than buffer it all.
+    std::thread::sleep(Duration::from_millis(400));
+    let a = snapshot(&server);
+    std::thread::sleep(Duration::from_millis(200));
+    let b = snapshot(&server);
+    assert!(b.backpressure_pauses >= 1, "{b:?}");
+    assert_eq!(a.bytes_in, b.bytes_in, "still reading a peer that reads nothing");
+    assert!(b.bytes_in < 12 << 20, "read {} bytes while the peer read nothing", b.bytes_in);
+    let mut got = vec![0u8; data.len()];
+    s.read_exact(&mut got).expect("echo back");
+    assert!(got == *data, "bytes differ");
+    writer.join().unwrap();
+    let c = stop(server);
+    assert_eq!(c.bytes_out, data.len() as u64);
+    assert!(c.backpressure_pauses >= 2, "paused and resumed more than once over 16 MiB: {c:?}");
+}
+
+#[test]
+fn max_conns_pauses_accepting_until_a_connection_closes() {
+    let mut cfg = config(Mode::Echo);
+    cfg.max_conns = 2;
+    let Some(server) = start(cfg) else { return };
+    let addr = server.local_addr();
+    let mut a = connect(addr);
+    let mut b = connect(addr);
+    round_trip(&mut a);
+    round_trip(&mut b);
+    wait_counters(&server, "two accepts", |c| c.accepted == 2);
+    std::thread::sleep(Duration::from_millis(50)); // the accept's cancel is submitted
+    let mut third = connect(addr); // completes in the kernel backlog, not accepted yet
+    third.write_all(b"wait").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(snapshot(&server).accepted, 2, "accepted beyond --max-conns");
+    drop(a);
+    let mut reply = [0u8; 4];
+    third.read_exact(&mut reply).expect("served once a slot is free");
+    assert_eq!(&reply, b"wait");
+    round_trip(&mut b);
+    stop(server);
+}
+
+// ---- io_uring refused by seccomp ----------------------------------------------------------
+
+/// A seccomp filter that makes io_uring_setup fail with EPERM, as container runtimes do.
+fn deny_io_uring_setup() -> [libc::sock_filter; 6] {
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    [
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4), // seccomp_data.arch
+        jeq(AUDIT_ARCH, 0, 3),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // seccomp_data.nr
+        jeq(libc::SYS_io_uring_setup as u32, 0, 1),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+fn with_seccomp(cmd: &mut Command) -> &mut Command {
+    let filter = deny_io_uring_setup();
+    let hook = move || -> std::io::Result<()> {
+        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+        // SAFETY: prctl with integer arguments only; runs in the forked child before exec.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `prog` points to `filter`, a valid BPF program that lives across the call.
+        if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, std::ptr::from_ref(&prog)) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls prctl (async-signal-safe) on memory it owns, and allocates
+    // nothing, as required between fork and exec.
+    unsafe { cmd.pre_exec(hook) }
+}
+
+/// The `ringpoll` binary next to this test's directory, if it has been built.
+fn ringpoll_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("ringpoll");
+    bin.is_file().then_some(bin)
+}
+
+/// Run `cmd` under the filter (bounded); returns (exit code, stdout, stderr).
+fn run_refused(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let mut child =
+        with_seccomp(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped())).spawn().expect("spawn");
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not exit although io_uring is forbidden");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code(), out, err)
+}
+
+fn assert_refusal(code: Option<i32>, out: &str, err: &str) {
+    assert_eq!(code, Some(1), "exit code; stdout {out:?} stderr {err:?}");
+    assert!(!out.contains("listening on"), "{out}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err:?}");
+    let line = lines[0];
+    assert!(line.contains("io_uring") && line.contains("EPERM"), "{line}");
+    assert!(line.contains("--backend epoll"), "{line}");
+}
+
+/// Child half of `refused_io_uring_is_one_clear_line`: does nothing unless re-executed.
+#[test]
+fn seccomp_child_entry() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    match Server::start(config(Mode::Echo)) {
+        Ok(_) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("ringpoll: error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[test]
+fn refused_io_uring_is_one_clear_line() {
+    // In-process server in a re-executed test binary (always available).
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", "seccomp_child_entry", "--nocapture", "--test-threads=1", "-q"]).env(CHILD_ENV, "1");
+    let (code, _out, err) = run_refused(&mut cmd);
+    let msg: Vec<&str> = err.lines().filter(|l| l.starts_with("ringpoll: error:")).collect();
+    assert_eq!(code, Some(1), "stderr {err:?}");
+    assert_eq!(msg.len(), 1, "{err}");
+    assert!(
+        msg[0].contains("io_uring") && msg[0].contains("EPERM") && msg[0].contains("--backend epoll"),
+        "{}",
+        msg[0]
+    );
+
+    // The real binary, when it has been built alongside.
+    match ringpoll_binary() {
+        Some(bin) => {
+            let mut cmd = Command::new(bin);
+            cmd.args(["serve", "--backend", "uring", "--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"]);
+            let (code, out, err) = run_refused(&mut cmd);
+            assert_refusal(code, &out, &err);
+        }
+        None => eprintln!("note: target/*/ringpoll not built; checked the in-process server only"),
+    }
+}
