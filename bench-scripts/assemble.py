@@ -95,8 +95,9 @@ def main():
             if c["label"] not in labels:
                 labels.append(c["label"])
         levels = sorted({c["workload"]["idle"] for c in cells(r)})
-        p("| backend | " + " | ".join(f"idle {n}: CPU µs/rt (req/s, syscalls/rt)" for n in levels) + " | CPU at max idle / at 0 |")
-        p("|---|" + "---|" * (len(levels) + 1))
+        p("Each cell: server CPU µs per active round trip (round trips/s, syscalls per round trip).\n")
+        p("| backend | " + " | ".join(f"idle {n}" for n in levels) + " | CPU at max idle / at 0 | server RSS per idle connection |")
+        p("|---|" + "---|" * (len(levels) + 2))
         for lab in labels:
             row = []
             by = {c["workload"]["idle"]: c["median"] for c in cells(r) if c["label"] == lab}
@@ -105,7 +106,8 @@ def main():
                 row.append(f"{x['cpu_us_per_req']:.2f} ({x['rps']:.0f}, {x['syscalls_per_req'] or 0:.2f})" if x else "n/a")
             top = max(by) if by else 0
             growth = f"{by[top]['cpu_us_per_req'] / by[0]['cpu_us_per_req']:.2f}x at {top}" if 0 in by and top and by[0]["cpu_us_per_req"] > 0 else "-"
-            p(f"| {lab} | " + " | ".join(row) + f" | {growth} |")
+            rss = f"{(by[top]['rss_kib'] - by[0]['rss_kib']) * 1024 / top:.0f} B" if 0 in by and top and by[top].get('rss_kib') else "-"
+            p(f"| {lab} | " + " | ".join(row) + f" | {growth} | {rss} |")
         if r.get("skipped"):
             p("\nNot run: " + "; ".join(r["skipped"]) + ".")
     print("\n".join(out))

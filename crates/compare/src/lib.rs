@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ringpoll_server::config::parse_duration;
-use ringpoll_server::Backend;
+use ringpoll_server::{Backend, UringConfig};
 
 use matrix::{LoadGen, Proto, Server, Workload};
 use measure::Setup;
@@ -105,6 +105,10 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
                 servers.push(Server::Ringpoll { backend: name.into() });
                 if b == Backend::Epoll {
                     servers.push(Server::RingpollSplice);
+                }
+                if b == Backend::Uring {
+                    let other = if UringConfig::default().zero_copy_relay { "copy" } else { "zero-copy" };
+                    servers.push(Server::RingpollUringRelay { relay: other.into() });
                 }
             }
             Err(e) => skipped.push(format!("{name}: {e}")),

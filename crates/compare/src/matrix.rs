@@ -68,6 +68,10 @@ pub enum Server {
     },
     /// The epoll proxy relaying with splice(2) (`--splice`).
     RingpollSplice,
+    /// The io_uring proxy with the relay it does not use by default (`--uring-relay`).
+    RingpollUringRelay {
+        relay: String,
+    },
     TokioEcho,
     MonoioEcho,
     TokioHttp,
@@ -81,6 +85,7 @@ impl Server {
         match self {
             Server::Ringpoll { backend } => backend.clone(),
             Server::RingpollSplice => "epoll+splice".into(),
+            Server::RingpollUringRelay { relay } => format!("uring+{relay}"),
             Server::TokioEcho | Server::TokioHttp => "tokio".into(),
             Server::MonoioEcho => "monoio".into(),
             Server::Nginx | Server::NginxStream => "nginx".into(),
@@ -89,14 +94,14 @@ impl Server {
 
     #[must_use]
     pub fn is_peer(&self) -> bool {
-        !matches!(self, Server::Ringpoll { .. } | Server::RingpollSplice)
+        !matches!(self, Server::Ringpoll { .. } | Server::RingpollSplice | Server::RingpollUringRelay { .. })
     }
 
     #[must_use]
     pub fn serves(&self, proto: Proto) -> bool {
         match self {
             Server::Ringpoll { .. } => true,
-            Server::RingpollSplice => proto == Proto::Proxy,
+            Server::RingpollSplice | Server::RingpollUringRelay { .. } => proto == Proto::Proxy,
             Server::TokioEcho | Server::MonoioEcho => proto == Proto::Echo,
             Server::TokioHttp | Server::Nginx => proto == Proto::Http,
             Server::NginxStream => proto == Proto::Proxy,

@@ -44,6 +44,9 @@ pub struct Run {
     pub syscalls_per_req: Option<f64>,
     /// Server CPU utilisation over the window (1.0 = one core busy).
     pub server_util: f64,
+    /// Server resident set size at the end of the window, KiB.
+    #[serde(default)]
+    pub rss_kib: u64,
     pub window_s: f64,
 }
 
@@ -54,6 +57,7 @@ struct Sample {
     user: f64,
     sys: f64,
     syscalls: Option<u64>,
+    rss_kib: u64,
 }
 
 fn now_s() -> f64 {
@@ -70,7 +74,8 @@ fn sampler(proc: &Proc, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sa
             let at = now_s();
             if let (Ok(cpu), Ok((user, sys))) = (procs::cpu_total(pid), procs::cpu_times(pid)) {
                 let syscalls = metrics.and_then(|m| procs::scrape_counter(m, "syscalls").ok());
-                out.push(Sample { at, cpu, user, sys, syscalls });
+                let rss_kib = procs::rss_kib(pid).unwrap_or(0);
+                out.push(Sample { at, cpu, user, sys, syscalls, rss_kib });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -87,10 +92,11 @@ fn nearest(samples: &[Sample], t: f64) -> Option<Sample> {
 pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Option<&Proc>) -> Result<Proc> {
     let cpu = setup.server_cpu;
     match server {
-        Server::Ringpoll { .. } | Server::RingpollSplice => {
-            let (backend, splice) = match server {
-                Server::Ringpoll { backend } => (backend.as_str(), false),
-                _ => ("epoll", true),
+        Server::Ringpoll { .. } | Server::RingpollSplice | Server::RingpollUringRelay { .. } => {
+            let (backend, extra): (&str, &[&str]) = match server {
+                Server::Ringpoll { backend } => (backend.as_str(), &[]),
+                Server::RingpollUringRelay { relay } => ("uring", &["--uring-relay", relay.as_str()]),
+                _ => ("epoll", &["--splice"]),
             };
             let mut cmd = procs::pinned(cpu, &setup.ringpoll);
             let mode = match w.proto {
@@ -106,9 +112,7 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
             if let Some(up) = upstream {
                 cmd.args(["--upstream", &up.addr.to_string()]);
             }
-            if splice {
-                cmd.arg("--splice");
-            }
+            cmd.args(extra);
             cmd.env("RINGPOLL_LOG", "warn");
             procs::spawn_announcing(cmd, &server.name(), true)
         }
@@ -225,6 +229,7 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen) -
             _ => None,
         },
         server_util: cpu / window,
+        rss_kib: b.rss_kib,
         window_s: window,
     })
 }
@@ -341,7 +346,7 @@ mod tests {
 
     #[test]
     fn nearest_sample_is_picked() {
-        let s = |at| Sample { at, cpu: at, user: 0.0, sys: 0.0, syscalls: None };
+        let s = |at| Sample { at, cpu: at, user: 0.0, sys: 0.0, syscalls: None, rss_kib: 0 };
         let v = vec![s(1.0), s(1.05), s(1.1)];
         assert_eq!(nearest(&v, 1.06).unwrap().at, 1.05);
         assert!(nearest(&[], 1.0).is_none());

@@ -234,3 +234,12 @@ pub fn scrape_counter(addr: SocketAddr, counter: &str) -> Result<u64> {
     let prefix = format!("ringpoll_{counter}{{");
     Ok(body.lines().filter(|l| l.starts_with(&prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum())
 }
+
+/// Resident set size of a process in KiB (/proc/PID/status VmRSS).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS missing from /proc/PID/status")
+}

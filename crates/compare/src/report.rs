@@ -112,6 +112,7 @@ pub fn median_run(runs: &[Run]) -> Run {
         user_share: m(|r| r.user_share),
         syscalls_per_req: if sys.is_empty() { None } else { Some(median(sys)) },
         server_util: m(|r| r.server_util),
+        rss_kib: m(|r| r.rss_kib as f64) as u64,
         window_s: m(|r| r.window_s),
     }
 }
