@@ -86,6 +86,16 @@ struct ServeArgs {
     /// io_uring: submission queue entries.
     #[arg(long, default_value_t = 1024)]
     uring_sq_entries: u32,
+    /// Proxy on io_uring: copy received bytes into an output buffer, or send them straight
+    /// out of the receive buffer they arrived in [default: zero-copy].
+    #[arg(long, value_enum)]
+    uring_relay: Option<RelayArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RelayArg {
+    Copy,
+    ZeroCopy,
 }
 
 fn main() -> ExitCode {
@@ -163,6 +173,9 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     cfg.uring.buf_count = args.uring_bufs;
     cfg.uring.buf_size = args.uring_buf_size;
     cfg.uring.sq_entries = args.uring_sq_entries.clamp(8, 32768);
+    if let Some(relay) = args.uring_relay {
+        cfg.uring.zero_copy_relay = relay == RelayArg::ZeroCopy;
+    }
     if mode == Mode::Proxy && args.upstreams.is_empty() {
         bail!("--mode proxy needs at least one --upstream HOST:PORT");
     }

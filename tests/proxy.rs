@@ -22,13 +22,17 @@ on_every_backend!(
     silent_upstream_is_bounded_by_the_idle_timeout,
 );
 
-/// The same bodies over the zero-copy relay (`--backend epoll --splice`).
-macro_rules! spliced {
+/// The same bodies over the epoll zero-copy relay (`--backend epoll --splice`), and over
+/// `--backend uring` with the relay mode it does not use by default (`--uring-relay`).
+macro_rules! zero_copy {
     ($($name:ident),* $(,)?) => {
         mod epoll_splice { $( #[test] fn $name() { super::$name("epoll+splice") } )* }
+        mod uring_other_relay {
+            $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring+other-relay") } } )*
+        }
     };
 }
-spliced!(
+zero_copy!(
     relays_random_payloads_byte_exact_on_200_connections,
     client_half_close_reaches_the_upstream_after_the_data,
     upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
@@ -41,14 +45,22 @@ spliced!(
     silent_upstream_is_bounded_by_the_idle_timeout,
 );
 
+/// The io_uring relay mode that is not the default (both must stay correct).
+const URING_OTHER_RELAY: &str = "copy";
+
 fn proxy_to(backend: &str, upstreams: &[SocketAddr], extra: &[&str]) -> ServerProc {
     let ups: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
     let mut args: Vec<&str> = Vec::new();
-    let backend = match backend.strip_suffix("+splice") {
-        Some(b) => {
+    let backend = match backend.split_once('+') {
+        Some((b, "splice")) => {
             args.push("--splice");
             b
         }
+        Some((b, "other-relay")) => {
+            args.extend(["--uring-relay", URING_OTHER_RELAY]);
+            b
+        }
+        Some((_, v)) => panic!("unknown variant {v}"),
         None => backend,
     };
     for u in &ups {

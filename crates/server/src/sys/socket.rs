@@ -143,6 +143,16 @@ pub fn set_linger_zero(stream: &TcpStream) -> io::Result<()> {
     SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO))
 }
 
+/// A blocking, close-on-exec TCP socket for `addr`'s family with TCP_NODELAY set, for a
+/// connect through io_uring (whose requests never block the thread, whatever the flag).
+pub fn stream_socket(addr: SocketAddr) -> io::Result<TcpStream> {
+    count_syscall();
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    count_syscall();
+    sock.set_tcp_nodelay(true)?;
+    Ok(sock.into())
+}
+
 /// Start a non-blocking connect; completion is reported as writability, then `take_error`.
 pub fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
     count_syscall();

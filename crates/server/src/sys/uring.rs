@@ -12,6 +12,10 @@
 //! - a receive buffer is lent between the completion that names it and the next call that
 //!   takes `&mut Ring` (which gives it back to the kernel); [`Ring::data`] borrows the ring,
 //!   so the borrow checker ends every read before the buffer is reused;
+//! - unless [`Ring::hold`] keeps it out of the ring as a [`HeldBuf`] (the proxy's zero-copy
+//!   relay): the token moves into a [`Ring::send_held`] request, comes back in its final
+//!   completion, and only [`Ring::release`], which consumes it, gives the buffer back;
+//! - a connect's socket address lives in its entry until the final completion;
 //! - dropping the ring cancels and reaps every request first, and leaks (never frees) what
 //!   the kernel still holds after a bounded wait.
 //!
@@ -24,7 +28,7 @@ mod setup;
 use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -81,13 +85,56 @@ enum Kind {
     Recv,
     Send,
     Poll,
+    Connect,
+}
+
+/// Memory a request's SQE points to, owned by its op-table entry until the final completion.
+enum Owned {
+    Nothing,
+    /// A send's buffer.
+    Send(OutBuf),
+    /// A send straight out of a receive buffer.
+    Held(HeldBuf),
+    /// A connect's address (boxed: the slab may move its entries). Only the kernel reads it.
+    Addr(#[allow(dead_code)] Box<socket2::SockAddr>),
 }
 
 struct Slot<T> {
     kind: Kind,
     op: T,
-    /// The buffer of a send, owned by the request until its final completion.
-    send: Option<OutBuf>,
+    owned: Owned,
+}
+
+/// A receive buffer kept out of the provided-buffer ring after its completion, so that its
+/// bytes can be sent without a copy ([`Ring::hold`]). It is a token, not a reference: the bytes
+/// stay in the ring's memory. Give it back with [`Ring::release`]; dropping it instead leaves
+/// the buffer out of the ring for good (no memory is unsafe, the ring just has one less).
+#[derive(Debug)]
+#[must_use = "a held receive buffer goes back to the ring only through Ring::release"]
+pub struct HeldBuf {
+    bid: u16,
+    /// Bytes of data in the buffer.
+    len: u32,
+    /// Bytes of it already sent.
+    off: u32,
+}
+
+impl HeldBuf {
+    /// Bytes not yet sent.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        (self.len - self.off) as usize
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == self.off
+    }
+
+    /// Record that the first `n` unsent bytes were sent (clamped to what is left).
+    pub fn advance(&mut self, n: usize) {
+        self.off += u32::try_from(n).unwrap_or(u32::MAX).min(self.len - self.off);
+    }
 }
 
 /// One completion, as handed to the worker.
@@ -104,6 +151,9 @@ pub struct Completion<T> {
     pub accepted: Option<TcpStream>,
     /// Send (final completion): the buffer, back from the kernel. `advance` it by the result.
     pub sent: Option<OutBuf>,
+    /// [`Ring::send_held`] (final completion): the receive buffer, back from the kernel.
+    /// `advance` it by the result; [`Ring::release`] it once done with it.
+    pub held: Option<HeldBuf>,
     /// Receive: the provided buffer holding the data (read it with [`Ring::data`]).
     buf: Option<(u16, u32)>,
 }
@@ -210,7 +260,7 @@ impl<T: Copy> Ring<T> {
 
     /// Queue a multishot accept on `listener`; accepted sockets are blocking and close-on-exec.
     pub fn accept_multi(&mut self, listener: &TcpListener, op: T) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Accept, op, send: None });
+        let id = self.ops.insert(Slot { kind: Kind::Accept, op, owned: Owned::Nothing });
         let e = opcode::AcceptMulti::new(Fd(listener.as_raw_fd())).flags(libc::SOCK_CLOEXEC).build();
         self.push(e.user_data(id.to_u64()));
         id
@@ -220,7 +270,7 @@ impl<T: Copy> Ring<T> {
     /// kernel that supports it) the receive ends, without F_MORE, once it has delivered that
     /// many bytes: backpressure without the completions already queued overshooting it.
     pub fn recv_multi(&mut self, stream: &TcpStream, op: T, limit: u32) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Recv, op, send: None });
+        let id = self.ops.insert(Slot { kind: Kind::Recv, op, owned: Owned::Nothing });
         let mut e = opcode::RecvMulti::new(Fd(stream.as_raw_fd()), BGID).build();
         if self.recv_limit && limit > 0 {
             e = with_optlen(e, limit);
@@ -237,8 +287,11 @@ impl<T: Copy> Ring<T> {
 
     /// Queue a send of `buf.pending()`; the ring owns `buf` until the final completion.
     pub fn send(&mut self, stream: &TcpStream, buf: OutBuf, op: T) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Send, op, send: Some(buf) });
-        let pending = self.ops.get(id).and_then(|s| s.send.as_ref()).map_or(&[][..], OutBuf::pending);
+        let id = self.ops.insert(Slot { kind: Kind::Send, op, owned: Owned::Send(buf) });
+        let pending = match self.ops.get(id).map(|s| &s.owned) {
+            Some(Owned::Send(b)) => b.pending(),
+            _ => &[],
+        };
         let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
         // The pointer targets the Vec's heap block, which does not move when the slot does,
         // and nothing can mutate or free it before the final completion (module docs).
@@ -248,9 +301,53 @@ impl<T: Copy> Ring<T> {
         id
     }
 
+    /// Keep the receive buffer of completion `c` (the one just handed out) out of the ring:
+    /// it is not given back at the next call, and its bytes can be sent as they are with
+    /// [`Ring::send_held`]. `None` if `c` carries no buffer.
+    pub fn hold(&mut self, c: &Completion<T>) -> Option<HeldBuf> {
+        match c.buf {
+            Some((bid, len)) if self.lent == Some(bid) && len > 0 => {
+                self.lent = None;
+                Some(HeldBuf { bid, len, off: 0 })
+            }
+            _ => None,
+        }
+    }
+
+    /// Queue a send of the unsent bytes of a held receive buffer; the request owns it until
+    /// the final completion, which hands it back in [`Completion::held`].
+    pub fn send_held(&mut self, stream: &TcpStream, held: HeldBuf, op: T) -> OpId {
+        let (bid, len, off) = (held.bid, held.len, held.off as usize);
+        let id = self.ops.insert(Slot { kind: Kind::Send, op, owned: Owned::Held(held) });
+        let data = self.bufs.slice(bid, len);
+        let pending = data.get(off..).unwrap_or(&[]);
+        // The buffer is lent to us and owned by this request's entry: the kernel cannot pick
+        // it for a receive, and nothing gives it back before the final completion.
+        let e = opcode::Send::new(Fd(stream.as_raw_fd()), pending.as_ptr(), pending.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        self.push(e.user_data(id.to_u64()));
+        self.sends_queued = self.sends_queued.saturating_add(1);
+        id
+    }
+
+    /// Give a held receive buffer back to the kernel.
+    pub fn release(&mut self, held: HeldBuf) {
+        self.bufs.give(held.bid);
+    }
+
+    /// Queue a connect of `stream` to `addr` (the address lives in the request's entry).
+    pub fn connect(&mut self, stream: &TcpStream, addr: SocketAddr, op: T) -> OpId {
+        let addr = Box::new(socket2::SockAddr::from(addr));
+        let (ptr, len) = (addr.as_ptr().cast::<libc::sockaddr>(), addr.len());
+        let id = self.ops.insert(Slot { kind: Kind::Connect, op, owned: Owned::Addr(addr) });
+        self.push(opcode::Connect::new(Fd(stream.as_raw_fd()), ptr, len).build().user_data(id.to_u64()));
+        id
+    }
+
     /// Queue a one-shot poll for readability (the wake-up eventfd).
     pub fn poll_readable(&mut self, fd: &impl AsRawFd, op: T) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Poll, op, send: None });
+        let id = self.ops.insert(Slot { kind: Kind::Poll, op, owned: Owned::Nothing });
         let e = opcode::PollAdd::new(Fd(fd.as_raw_fd()), libc::POLLIN as u32).build();
         self.push(e.user_data(id.to_u64()));
         id
@@ -348,11 +445,11 @@ impl<T: Copy> Ring<T> {
         let id = Key::from_u64(ud);
         let more = cqueue::more(flags);
         let found = if more {
-            self.ops.get(id).map(|s| (s.kind, s.op, None))
+            self.ops.get(id).map(|s| (s.kind, s.op, Owned::Nothing))
         } else {
-            self.ops.remove(id).map(|s| (s.kind, s.op, s.send))
+            self.ops.remove(id).map(|s| (s.kind, s.op, s.owned))
         };
-        let Some((kind, op, sent)) = found else {
+        let Some((kind, op, owned)) = found else {
             // Cannot happen (slots live until their final CQE); never read or keep its buffer.
             warn!("io_uring completion for an unknown request {ud:#x} (result {res})");
             if let Some(b) = bid {
@@ -369,7 +466,12 @@ impl<T: Copy> Ring<T> {
         let buf = bid.and_then(|b| self.bufs.take(b).then_some((b, res.max(0) as u32)));
         self.lent = buf.map(|(b, _)| b);
         let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as u32) };
-        Some(Completion { id, op, result, more, accepted, sent, buf })
+        let (sent, held) = match owned {
+            Owned::Send(b) => (Some(b), None),
+            Owned::Held(h) => (None, Some(h)),
+            Owned::Nothing | Owned::Addr(_) => (None, None),
+        };
+        Some(Completion { id, op, result, more, accepted, sent, held, buf })
     }
 
     fn give_back_lent(&mut self) {
@@ -397,8 +499,9 @@ impl<T: Copy> Ring<T> {
     fn try_push(&mut self, e: &squeue::Entry) -> bool {
         let mut sq = self.uring.submission();
         // SAFETY: entries are built only by this type. What they point to is owned by their
-        // op-table slot (send buffers) or the buffer ring, which outlive the request (module
-        // docs); the others carry no pointer.
+        // op-table slot (send buffers, connect addresses) or is a buffer of the buffer ring
+        // (receives; sends of a held buffer, which their slot owns), all of which outlive the
+        // request (module docs); the others carry no pointer.
         unsafe { sq.push(e) }.is_ok()
     }
 

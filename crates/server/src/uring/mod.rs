@@ -18,12 +18,14 @@
 //! table ([`crate::sys::uring`]), keyed by user_data; all `unsafe` is there, this module is
 //! safe code.
 
+mod proxy;
 mod stream;
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use ringpoll_proto::relay::Side;
 use ringpoll_proto::{echo::Echo, http::Http1};
 use tracing::{debug, error, warn};
 
@@ -50,8 +52,7 @@ const MAX_BATCH: u32 = 32;
 const CQ_PER_SQ: u32 = 4;
 
 /// What a request is for: the tag kept with it in the ring's op table, whose key is the
-/// request's user_data. A proxy pair would add `Connect(Key)` and use `Recv`/`Send` on both of
-/// its sockets.
+/// request's user_data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
     /// The multishot accept on the listener.
@@ -62,6 +63,12 @@ pub(crate) enum Op {
     Recv(Key),
     /// A connection's send (the request owns the buffer).
     Send(Key),
+    /// A proxy pair's connect to its upstream.
+    Connect(Key),
+    /// The multishot receive on one side of a proxy pair.
+    RelayRecv(Key, Side),
+    /// A send to one side of a proxy pair.
+    RelaySend(Key, Side),
 }
 
 /// What the loop lends to a handler on every call.
@@ -97,9 +104,7 @@ pub(crate) fn run(ctx: WorkerCtx) -> Result<Counters, BackendError> {
     match ctx.cfg.mode {
         Mode::Echo => run_with(ctx, Streams::<Echo>::new()),
         Mode::Http => run_with(ctx, Streams::<Http1>::new()),
-        Mode::Proxy => Err(BackendError::Serve(ServeError::UringUnavailable(
-            "proxy mode on uring is not implemented yet; use --backend epoll for --mode proxy".into(),
-        ))),
+        Mode::Proxy => run_with(ctx, proxy::Proxies::new()),
     }
 }
 
@@ -181,7 +186,9 @@ fn run_with<H: Handler>(mut ctx: WorkerCtx, mut handler: H) -> Result<Counters, 
                         waker_op = Some(core.ring.poll_readable(&*waker, Op::Waker));
                     }
                 }
-                Op::Recv(_) | Op::Send(_) => handler.complete(&mut core, c),
+                Op::Recv(_) | Op::Send(_) | Op::Connect(_) | Op::RelayRecv(..) | Op::RelaySend(..) => {
+                    handler.complete(&mut core, c);
+                }
             }
         }
         handler.end_of_batch(&mut core);

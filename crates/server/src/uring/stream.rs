@@ -339,7 +339,7 @@ impl<Pr: Protocol> Handler for Streams<Pr> {
         match c.op {
             Op::Recv(key) => self.on_recv(core, key, &c),
             Op::Send(key) => self.on_send(core, key, c),
-            Op::Accept | Op::Waker => {}
+            _ => {}
         }
     }
 

@@ -12,13 +12,14 @@ use crate::sys::{count_syscall, syscall};
 
 /// Opcodes the worker uses; a kernel lacking one is refused up front rather than failing on
 /// the first request.
-const REQUIRED: [(u8, &str); 6] = [
+const REQUIRED: [(u8, &str); 7] = [
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::Recv::CODE, "RECV"),
     (opcode::Send::CODE, "SEND"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Close::CODE, "CLOSE"),
+    (opcode::Connect::CODE, "CONNECT"),
 ];
 
 /// Setup flags tried in order; the next set is tried when the kernel answers EINVAL.
