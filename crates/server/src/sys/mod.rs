@@ -11,6 +11,7 @@ use std::io;
 pub mod epoll;
 pub mod eventfd;
 pub mod poll;
+pub mod seccomp;
 pub mod select;
 pub mod socket;
 pub mod splice;
