@@ -153,33 +153,41 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
         setup.load_cpu.map_or("unpinned".into(), |c| format!("on CPU {c}")),
     );
 
-    let mut cells = Vec::new();
-    for (i, (w, s, lg)) in plan.into_iter().enumerate() {
-        let mut runs = Vec::new();
-        let mut error = None;
-        for _ in 0..repeat {
-            match measure::measure(&setup, &s, &w, lg) {
-                Ok(r) => runs.push(r),
+    // Repeats run in rounds over the whole plan rather than back to back, so that slow drift
+    // of the machine (host load, frequency) spreads over every cell instead of biasing some.
+    let mut runs: Vec<Vec<measure::Run>> = vec![Vec::new(); plan.len()];
+    let mut errors: Vec<Option<String>> = vec![None; plan.len()];
+    for round in 0..repeat {
+        for (i, (w, s, lg)) in plan.iter().enumerate() {
+            if errors[i].is_some() {
+                continue;
+            }
+            let label = Cell::new(w.clone(), s.clone(), *lg, Vec::new(), None).label;
+            match measure::measure(&setup, s, w, *lg) {
+                Ok(r) => {
+                    eprintln!(
+                        "  [{}/{repeat} {:>2}] {:<22} {:<14} {:>10.0} req/s  {:>6.2} µs CPU/req",
+                        round + 1,
+                        i + 1,
+                        w.name,
+                        label,
+                        r.rps,
+                        r.cpu_us_per_req
+                    );
+                    runs[i].push(r);
+                }
                 Err(e) => {
-                    error = Some(format!("{e:#}"));
-                    break;
+                    eprintln!("  [{}/{repeat} {:>2}] {:<22} {:<14} failed: {e:#}", round + 1, i + 1, w.name, label);
+                    errors[i] = Some(format!("{e:#}"));
                 }
             }
         }
-        let cell = Cell::new(w, s, lg, runs, error);
-        match &cell.error {
-            None => eprintln!(
-                "  [{:>2}] {:<16} {:<14} {:>10.0} req/s  {:>6.2} µs CPU/req",
-                i + 1,
-                cell.workload.name,
-                cell.label,
-                cell.median.rps,
-                cell.median.cpu_us_per_req
-            ),
-            Some(e) => eprintln!("  [{:>2}] {:<16} {:<14} failed: {e}", i + 1, cell.workload.name, cell.label),
-        }
-        cells.push(cell);
     }
+    let cells: Vec<Cell> = plan
+        .into_iter()
+        .zip(runs.into_iter().zip(errors))
+        .map(|((w, s, lg), (r, e))| Cell::new(w, s, lg, r, e))
+        .collect();
 
     let results = Results {
         suite: args.suite.clone(),

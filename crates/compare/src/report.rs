@@ -165,6 +165,15 @@ fn workloads(r: &Results) -> Vec<String> {
     names
 }
 
+/// A percentile the load generator did not report (wrk has no p99.9) shows as `-`.
+fn fmt_us(v: f64) -> String {
+    if v > 0.0 {
+        format!("{v:.0}")
+    } else {
+        "-".into()
+    }
+}
+
 fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.2}"))
 }
@@ -232,11 +241,11 @@ pub fn table(r: &Results, md: bool) -> String {
             if md {
                 let _ = writeln!(
                     out,
-                    "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {:.0} | {cpu_ratio} | {rps_ratio} | {spread} |",
+                    "| {label} | {:.0} | {} | {} | {} | {:.2} | {} | {:.0} | {cpu_ratio} | {rps_ratio} | {spread} |",
                     m.rps,
-                    m.p50_us,
-                    m.p99_us,
-                    m.p999_us,
+                    fmt_us(m.p50_us),
+                    fmt_us(m.p99_us),
+                    fmt_us(m.p999_us),
                     m.cpu_us_per_req,
                     fmt_opt(m.syscalls_per_req),
                     m.user_share * 100.0
@@ -244,11 +253,11 @@ pub fn table(r: &Results, md: bool) -> String {
             } else {
                 let _ = writeln!(
                     out,
-                    "  {label:<14} {:>10.0} {:>8.0} {:>8.0} {:>9.0} {:>10.2} {:>12} {:>6.0} {:>9} {:>9} {:>7}",
+                    "  {label:<14} {:>10.0} {:>8} {:>8} {:>9} {:>10.2} {:>12} {:>6.0} {:>9} {:>9} {:>7}",
                     m.rps,
-                    m.p50_us,
-                    m.p99_us,
-                    m.p999_us,
+                    fmt_us(m.p50_us),
+                    fmt_us(m.p99_us),
+                    fmt_us(m.p999_us),
                     m.cpu_us_per_req,
                     fmt_opt(m.syscalls_per_req),
                     m.user_share * 100.0,
@@ -282,7 +291,7 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
     );
     let _ = writeln!(
         out,
-        "- each cell: {:.1} s measured after {:.1} s warm-up, {} repeat(s); figures are medians, `spread` is half the max-min range over repeats",
+        "- each cell: {:.1} s measured after {:.1} s warm-up, {} repeat(s) run in rounds over the whole matrix; figures are medians, `spread` is half the max-min range over repeats",
         r.duration_s, r.warmup_s, r.repeat
     );
     let _ = writeln!(
