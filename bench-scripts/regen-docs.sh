@@ -2,7 +2,7 @@
 # Regenerate docs/BENCHMARKS.md: the full comparison with reference servers, then the
 # idle-connection experiment. Server pinned to CPU 0 with one worker, load on CPU 1.
 #
-#   bash bench-scripts/regen-docs.sh            # full runs (about 25 minutes on 2 cores)
+#   bash bench-scripts/regen-docs.sh            # full runs (about 35 minutes on 2 cores)
 #   QUICK=1 bash bench-scripts/regen-docs.sh    # short runs, to check the pipeline
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,11 +12,12 @@ bash bench-scripts/build-peers.sh
 cargo build --release
 bin=target/release/ringpoll
 
-quick=()
-[ "${QUICK:-0}" = 1 ] && quick=(--quick)
+# Per-cell timing: DURATION (measured), WARMUP, REPEAT (median of N); QUICK=1 for a smoke run.
+timing=(--duration "${DURATION:-5s}" --warmup "${WARMUP:-1s}" --repeat "${REPEAT:-3}")
+[ "${QUICK:-0}" = 1 ] && timing=(--quick)
 
-main_cmd=("$bin" compare "${quick[@]}" --with-peers --out docs/bench/main)
-idle_cmd=("$bin" compare "${quick[@]}" --suite idle --out docs/bench/idle)
+main_cmd=("$bin" compare "${timing[@]}" --with-peers --out docs/bench/main)
+idle_cmd=("$bin" compare "${timing[@]}" --suite idle --out docs/bench/idle)
 "${main_cmd[@]}"
 "${idle_cmd[@]}"
 

@@ -9,18 +9,23 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-on_every_backend!(
-    relays_random_payloads_byte_exact_on_200_connections,
-    client_half_close_reaches_the_upstream_after_the_data,
-    upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
-    client_reset_closes_the_upstream,
-    upstream_reset_closes_the_client,
-    upstream_down_closes_the_client_promptly,
-    a_down_upstream_is_skipped,
-    slow_client_fast_upstream_stays_bounded,
-    fast_client_slow_upstream_stays_bounded,
-    silent_upstream_is_bounded_by_the_idle_timeout,
-);
+/// Every proxy test body, handed to a generator macro (each body runs on every variant).
+macro_rules! proxy_tests {
+    ($generate:ident) => {
+        $generate!(
+            relays_random_payloads_byte_exact_on_200_connections,
+            client_half_close_reaches_the_upstream_after_the_data,
+            upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
+            client_reset_closes_the_upstream,
+            upstream_reset_closes_the_client,
+            upstream_down_closes_the_client_promptly,
+            a_down_upstream_is_skipped,
+            slow_client_fast_upstream_stays_bounded,
+            fast_client_slow_upstream_stays_bounded,
+            silent_upstream_is_bounded_by_the_idle_timeout,
+        );
+    };
+}
 
 /// The same bodies over the epoll zero-copy relay (`--backend epoll --splice`), and over
 /// `--backend uring` with the relay mode it does not use by default (`--uring-relay`).
@@ -32,18 +37,9 @@ macro_rules! zero_copy {
         }
     };
 }
-zero_copy!(
-    relays_random_payloads_byte_exact_on_200_connections,
-    client_half_close_reaches_the_upstream_after_the_data,
-    upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
-    client_reset_closes_the_upstream,
-    upstream_reset_closes_the_client,
-    upstream_down_closes_the_client_promptly,
-    a_down_upstream_is_skipped,
-    slow_client_fast_upstream_stays_bounded,
-    fast_client_slow_upstream_stays_bounded,
-    silent_upstream_is_bounded_by_the_idle_timeout,
-);
+
+proxy_tests!(on_every_backend);
+proxy_tests!(zero_copy);
 
 /// The io_uring relay mode that is not the default (both must stay correct).
 const URING_OTHER_RELAY: &str = "copy";

@@ -76,6 +76,50 @@ impl CloseReason {
     }
 }
 
+/// How long accepting pauses after EMFILE/ENFILE (or another failure of accept itself)
+/// before it is retried: long enough not to spin, short enough not to stall.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Account for a failed accept, the same way on every backend: errors that concern only the
+/// connection being accepted are skipped (`None`); anything else (descriptor or memory
+/// exhaustion above all) is counted, logged at most once per period, and pauses accepting
+/// until the returned instant.
+pub fn accept_failed(e: &std::io::Error, stats: &mut Counters, log: &mut RateLimit, now: Instant) -> Option<Instant> {
+    if sys::socket::is_per_connection_accept_error(e) {
+        tracing::debug!("accept: skipped a connection: {e}");
+        return None;
+    }
+    stats.accept_exhausted += 1;
+    if log.allow(now) {
+        if sys::socket::is_resource_exhaustion(e) {
+            tracing::warn!(
+                "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} (raise `ulimit -n` or lower --max-conns)"
+            );
+        } else {
+            tracing::error!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+        }
+    }
+    Some(now + ACCEPT_BACKOFF)
+}
+
+/// What the periodic sweep does with one connection, on every backend: a lingering close
+/// past its deadline ends normally; an open (or closing) connection silent for longer than the
+/// idle timeout is closed as idle.
+#[must_use]
+pub fn sweep_verdict(
+    linger_until: Option<Instant>,
+    open: bool,
+    last_active: Instant,
+    now: Instant,
+    idle_timeout: Option<Duration>,
+) -> Option<CloseReason> {
+    match linger_until {
+        Some(until) => (now >= until).then_some(CloseReason::Normal),
+        None => (open && idle_timeout.is_some_and(|t| now.saturating_duration_since(last_active) >= t))
+            .then_some(CloseReason::Idle),
+    }
+}
+
 /// Allows one log line per period (for errors that can repeat thousands of times a second).
 #[derive(Debug)]
 pub struct RateLimit {
@@ -103,6 +147,29 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_closes_expired_lingerers_and_idle_connections_only() {
+        let t = Instant::now();
+        let idle = Some(Duration::from_secs(1));
+        let later = t + Duration::from_secs(2);
+        assert_eq!(sweep_verdict(Some(t), false, t, later, None), Some(CloseReason::Normal));
+        assert_eq!(sweep_verdict(Some(later), false, t, t, idle), None, "still lingering");
+        assert_eq!(sweep_verdict(None, true, t, later, idle), Some(CloseReason::Idle));
+        assert_eq!(sweep_verdict(None, true, t, later, None), None, "no idle timeout");
+        assert_eq!(sweep_verdict(None, false, t, later, idle), None, "not open");
+        assert_eq!(sweep_verdict(None, true, t, t + Duration::from_millis(10), idle), None);
+    }
+
+    #[test]
+    fn accept_failures_skip_or_back_off() {
+        let (mut c, mut log, now) = (Counters::default(), RateLimit::new(Duration::from_secs(1)), Instant::now());
+        let aborted = std::io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(accept_failed(&aborted, &mut c, &mut log, now), None);
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(accept_failed(&emfile, &mut c, &mut log, now), Some(now + ACCEPT_BACKOFF));
+        assert_eq!(c.accept_exhausted, 1);
+    }
 
     #[test]
     fn rate_limit_allows_one_per_period() {

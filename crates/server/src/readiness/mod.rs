@@ -23,8 +23,6 @@ use crate::worker::WorkerCtx;
 use crate::RateLimit;
 use poller::{Event, Interest, Mode, Poller, Token, LISTENER, WAKER};
 
-/// How long accepting pauses after EMFILE/ENFILE before it is retried.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Timeouts (idle, linger, connect, shutdown) are checked at this granularity.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -213,19 +211,12 @@ fn accept_batch<P: Poller, H: Handler<P>>(core: &mut Core<P>, acceptor: &mut Acc
                 rearm_listener(core, fd);
                 return;
             }
-            Err(e) if socket::is_per_connection_accept_error(&e) => {
-                debug!("accept: skipped a connection: {e}");
-            }
             Err(e) => {
-                core.stats.accept_exhausted += 1;
-                if core.log_limit.allow(core.clock.now()) {
-                    if socket::is_resource_exhaustion(&e) {
-                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} (raise `ulimit -n` or lower --max-conns)");
-                    } else {
-                        error!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                    }
-                }
-                acceptor.resume_at = Some(core.clock.now() + ACCEPT_BACKOFF);
+                let Some(resume_at) = crate::accept_failed(&e, &mut core.stats, &mut core.log_limit, core.clock.now())
+                else {
+                    continue;
+                };
+                acceptor.resume_at = Some(resume_at);
                 pause_listener(core, fd);
                 return;
             }

@@ -308,14 +308,13 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
         let idle = core.cfg.idle_timeout;
         let mut expired = Vec::new();
         for (key, c) in self.conns.iter_mut() {
-            match c.phase {
-                Phase::Lingering { until } if now >= until => expired.push((key, CloseReason::Normal)),
-                Phase::Open | Phase::Closing
-                    if idle.is_some_and(|t| now.saturating_duration_since(c.last_active) >= t) =>
-                {
-                    expired.push((key, CloseReason::Idle));
-                }
-                _ => {}
+            let linger = match c.phase {
+                Phase::Lingering { until } => Some(until),
+                _ => None,
+            };
+            let open = matches!(c.phase, Phase::Open | Phase::Closing);
+            if let Some(reason) = crate::sweep_verdict(linger, open, c.last_active, now, idle) {
+                expired.push((key, reason));
             }
         }
         for (key, reason) in expired {

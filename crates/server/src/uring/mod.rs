@@ -27,20 +27,18 @@ use std::time::{Duration, Instant};
 
 use ringpoll_proto::relay::Side;
 use ringpoll_proto::{echo::Echo, http::Http1};
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, Mode};
 use crate::slab::Key;
 use crate::stats::Counters;
+use crate::sys;
 use crate::sys::uring::{is_canceled, set_nodelay_inherited, Completion, OpId, Ring, RingConfig, SetupError};
-use crate::sys::{self, socket};
 use crate::worker::{BackendError, WorkerCtx};
 use crate::{CloseReason, RateLimit, ServeError};
 use stream::Streams;
 
-/// How long accepting pauses after EMFILE/ENFILE before the accept is re-armed.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Timeouts (idle, linger, shutdown) are checked at this granularity.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// After the shutdown deadline closed everything, how long cancelled requests may take.
@@ -298,19 +296,14 @@ impl Acceptor {
                 }
             }
             Err(e) if is_canceled(&e) => {}
-            Err(e) if socket::is_per_connection_accept_error(&e) => debug!("accept: skipped a connection: {e}"),
             Err(e) => {
-                core.stats.accept_exhausted += 1;
-                if self.log_limit.allow(core.clock.now()) {
-                    if socket::is_resource_exhaustion(&e) {
-                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?} (raise `ulimit -n` or lower --max-conns)");
-                    } else {
-                        error!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                if let Some(resume_at) =
+                    crate::accept_failed(&e, &mut core.stats, &mut self.log_limit, core.clock.now())
+                {
+                    self.resume_at = Some(resume_at);
+                    if c.more {
+                        self.cancel(core);
                     }
-                }
-                self.resume_at = Some(core.clock.now() + ACCEPT_BACKOFF);
-                if c.more {
-                    self.cancel(core);
                 }
             }
         }
