@@ -17,6 +17,7 @@ on_every_backend!(
     head_has_no_body,
     error_statuses_close_the_connection,
     method_not_allowed_keeps_the_connection,
+    expect_continue_is_answered_before_the_body,
     a_thousand_concurrent_connections,
 );
 
@@ -144,6 +145,8 @@ fn error_cases() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("big header section", big_header.into_bytes(), 431),
         ("too many headers", many_headers.into_bytes(), 431),
         ("unknown coding", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 501),
+        ("unknown expectation", b"POST / HTTP/1.1\r\nHost: h\r\nExpect: x\r\nContent-Length: 1\r\n\r\nx".to_vec(), 417),
+        ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: h\r\n\r\n".to_vec(), 505),
     ]
 }
 
@@ -175,6 +178,24 @@ fn method_not_allowed_keeps_the_connection(backend: &str) {
         assert!(resp.header("Allow").is_some_and(|a| a.contains("GET")), "{resp:?}");
     }
     // The bodies were consumed, not taken for requests.
+    r.stream.write_all(GET).unwrap();
+    assert_hello(&r.response(false), false);
+}
+
+fn expect_continue_is_answered_before_the_body(backend: &str) {
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let srv = ServerProc::start(backend, "http", &[]);
+    let mut r = Reader::new(srv.connect());
+    r.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A client that waits for the interim response before sending its body (as curl does).
+    r.stream.write_all(b"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").unwrap();
+    let mut interim = [0u8; CONTINUE.len()];
+    std::io::Read::read_exact(&mut r.stream, &mut interim).expect("100 Continue before the body");
+    assert_eq!(&interim[..], CONTINUE, "{backend}: {:?}", String::from_utf8_lossy(&interim));
+    r.stream.write_all(b"hello").unwrap();
+    let resp = r.response(false);
+    assert_eq!(resp.status, 405, "{backend}: {resp:?}");
+    // The body was consumed and the connection is still usable.
     r.stream.write_all(GET).unwrap();
     assert_hello(&r.response(false), false);
 }

@@ -3,7 +3,8 @@
 //! `GET` and `HEAD` of any path get `200 OK` / `Hello, World!`; other methods get `405` once
 //! their body has been skipped. Keep-alive, pipelining (every response of one read appended in
 //! that one call, so the worker sends them together), HTTP/1.0 and `Connection: close` are
-//! handled; malformed or over-limit requests get 400, 414, 431 or 501 and a close.
+//! handled, and `Expect: 100-continue` is answered with `100 Continue`; malformed or over-limit
+//! requests get 400, 414, 417, 431, 501 or 505 and a close.
 //!
 //! # Hot path
 //! While no partial request is held, heads are parsed by httparse straight from the caller's
@@ -67,7 +68,7 @@ impl Http1 {
         self.buf.len()
     }
 
-    /// Status of the error response (400, 414, 431, 501) this connection was closed with, so
+    /// Status of the error response (400, 414, 417, 431, 501, 505) this connection was closed with, so
     /// that the server can count errors by status. `None` while serving or after a normal
     /// close (`Connection: close`, HTTP/1.0, EOF).
     #[must_use]
@@ -167,6 +168,11 @@ impl Http1 {
     /// A valid head was parsed: answer now, or after its body.
     fn start(&mut self, head: parse::Head, head_len: usize, out: &mut Vec<u8>, ctx: &Ctx<'_>) {
         self.pending = Pending { method: head.method, conn: head.conn };
+        if head.expect_continue {
+            // The body is read whatever the method (a 405 comes after it), so the client is
+            // told to go ahead; if the body is already here, the interim response is harmless.
+            out.extend_from_slice(response::CONTINUE);
+        }
         match head.framing {
             Framing::None | Framing::Length(0) => self.respond(out, ctx),
             Framing::Length(len) => self.body = Some(Body::Length(len)),

@@ -50,6 +50,9 @@ pub(super) struct Head {
     pub method: Method,
     pub conn: Conn,
     pub framing: Framing,
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body: the client may wait for an
+    /// interim `100 Continue` before it sends the body.
+    pub expect_continue: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +80,7 @@ pub(super) fn parse_head(data: &[u8]) -> Parsed {
     }
     match res {
         Err(httparse::Error::TooManyHeaders) => Parsed::Error(431),
+        Err(httparse::Error::Version) => Parsed::Error(version_error(data)),
         Err(_) => Parsed::Error(400),
         Ok(httparse::Status::Partial) => {
             if req.path.is_none() && data.len() > REQUEST_LINE_LIMIT {
@@ -96,6 +100,23 @@ pub(super) fn parse_head(data: &[u8]) -> Parsed {
                 Err(status) => Parsed::Error(status),
             }
         }
+    }
+}
+
+/// Status for a request line whose version httparse refused: a well-formed `HTTP/x.y` other
+/// than 1.0 and 1.1 is a version this server does not speak (505); anything else is malformed
+/// (400). httparse stops at the first byte that cannot belong to `HTTP/1.0` or `HTTP/1.1`, and
+/// only the bytes up to that point are looked at, so the verdict is the same however the
+/// stream is split.
+fn version_error(data: &[u8]) -> u16 {
+    let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let Some(version) = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(2) else {
+        return 400;
+    };
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, ..] if major.is_ascii_digit() && *major != b'1' => 505,
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor, ..] if minor.is_ascii_digit() && *minor > b'1' => 505,
+        _ => 400,
     }
 }
 
@@ -130,6 +151,8 @@ fn analyze(method: Option<&str>, version: Option<u8>, headers: &[httparse::Heade
     let mut te_seen = false;
     let mut chunked = 0u32;
     let mut unknown_coding = false;
+    let mut expect_continue = false;
+    let mut unknown_expectation = false;
 
     for h in headers {
         let name = h.name.as_bytes();
@@ -169,6 +192,14 @@ fn analyze(method: Option<&str>, version: Option<u8>, headers: &[httparse::Heade
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"expect") && !http10 {
+            // RFC 9110 section 10.1.1: 100-continue is the only expectation; an HTTP/1.0
+            // request's Expect is ignored.
+            if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                unknown_expectation = true;
+            }
         }
     }
 
@@ -198,6 +229,9 @@ fn analyze(method: Option<&str>, version: Option<u8>, headers: &[httparse::Heade
     if hosts > 1 || (!http10 && hosts == 0) {
         return Err(400);
     }
+    if unknown_expectation {
+        return Err(417);
+    }
 
     let conn = if http10 {
         if keep_alive && !close {
@@ -210,7 +244,8 @@ fn analyze(method: Option<&str>, version: Option<u8>, headers: &[httparse::Heade
     } else {
         Conn::KeepAlive
     };
-    Ok(Head { method, conn, framing })
+    let expect_continue = expect_continue && framing != Framing::None;
+    Ok(Head { method, conn, framing, expect_continue })
 }
 
 /// The non-empty elements of a comma-separated header list, with optional whitespace trimmed.
@@ -260,9 +295,53 @@ mod tests {
     #[test]
     fn plain_get_keeps_alive_without_body() {
         let h = head("GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        assert_eq!(h, Head { method: Method::Get, conn: Conn::KeepAlive, framing: Framing::None });
+        assert_eq!(
+            h,
+            Head { method: Method::Get, conn: Conn::KeepAlive, framing: Framing::None, expect_continue: false }
+        );
         let h = head("HEAD / HTTP/1.1\r\nhost: a\r\nconnection: Keep-Alive, CLOSE\r\n\r\n").unwrap();
-        assert_eq!(h, Head { method: Method::Head, conn: Conn::Close, framing: Framing::None });
+        assert_eq!(h, Head { method: Method::Head, conn: Conn::Close, framing: Framing::None, expect_continue: false });
+    }
+
+    #[test]
+    fn expect_rules() {
+        let req = |v: &str, extra: &str| format!("POST / HTTP/1.1\r\nHost: a\r\nExpect: {v}\r\n{extra}\r\n");
+        let h = head(&req("100-Continue", "Content-Length: 3\r\n")).unwrap();
+        assert!(h.expect_continue);
+        assert!(head(&req(" 100-continue ", "Transfer-Encoding: chunked\r\n")).unwrap().expect_continue);
+        // No body, nothing to wait for.
+        assert!(!head(&req("100-continue", "")).unwrap().expect_continue);
+        assert_eq!(head(&req("100-continue, fancy", "Content-Length: 3\r\n")), Err(417));
+        assert_eq!(head(&req("fancy", "")), Err(417));
+        // HTTP/1.0 expectations are ignored.
+        let h10 = head("POST / HTTP/1.0\r\nExpect: fancy\r\nContent-Length: 3\r\n\r\n").unwrap();
+        assert!(!h10.expect_continue);
+    }
+
+    #[test]
+    fn unsupported_versions_are_505_malformed_ones_400() {
+        for (line, status) in [
+            ("GET / HTTP/2.0", 505),
+            ("GET / HTTP/3", 505),
+            ("GET / HTTP/0.9", 505),
+            ("GET / HTTP/1.2", 505),
+            ("GET / HTTP/1.9", 505),
+            ("GET / HTTP/1.x", 400),
+            ("GET / HTTP/x.1", 400),
+            ("GET / HTTQ/1.1", 400),
+            ("GET / http/1.1", 400),
+        ] {
+            let req = format!("{line}\r\nHost: a\r\n\r\n");
+            assert_eq!(head(&req), Err(status), "{line}");
+            // The verdict does not depend on how much of the line has arrived.
+            let verdicts: Vec<_> = (1..=req.len())
+                .filter_map(|n| match parse_head(&req.as_bytes()[..n]) {
+                    Parsed::Error(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            assert!(verdicts.iter().all(|&s| s == status), "{line}: {verdicts:?}");
+        }
     }
 
     #[test]
@@ -327,7 +406,7 @@ mod tests {
         assert_eq!(head(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), Err(431));
         assert_eq!(head("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), Err(400));
         assert_eq!(head("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"), Err(400));
-        assert_eq!(head("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(head("GET / HTTP/1.1x\r\nHost: a\r\n\r\n"), Err(400));
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n"), Parsed::Partial);
     }
 

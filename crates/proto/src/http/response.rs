@@ -3,6 +3,9 @@
 
 use super::parse::Conn;
 
+/// Interim response to `Expect: 100-continue`.
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Body of every `200 OK` response.
 pub const HELLO_BODY: &[u8] = b"Hello, World!";
 
@@ -51,6 +54,7 @@ pub(super) fn not_allowed(out: &mut Vec<u8>, date: &[u8], conn: Conn) {
 fn error_parts(status: u16) -> (u16, &'static [u8], &'static [u8]) {
     match status {
         414 => (414, b"414 URI Too Long", b"URI Too Long"),
+        417 => (417, b"417 Expectation Failed", b"Expectation Failed"),
         431 => (431, b"431 Request Header Fields Too Large", b"Request Header Fields Too Large"),
         501 => (501, b"501 Not Implemented", b"Not Implemented"),
         505 => (505, b"505 HTTP Version Not Supported", b"HTTP Version Not Supported"),
@@ -126,7 +130,7 @@ mod tests {
 
     #[test]
     fn errors_have_matching_length_and_close() {
-        for status in [400u16, 414, 431, 501, 505] {
+        for status in [400u16, 414, 417, 431, 501, 505] {
             let mut out = Vec::new();
             assert_eq!(error(&mut out, DATE, status), status);
             let s = String::from_utf8(out).unwrap();

@@ -175,6 +175,31 @@ fn not_allowed_waits_for_the_body_and_keeps_the_connection() {
 }
 
 #[test]
+fn expect_continue_gets_an_interim_response_before_the_body() {
+    const CONTINUE: &str = "HTTP/1.1 100 Continue\r\n\r\n";
+    let head = b"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+    let mut h = Http1::default();
+    let mut out = Vec::new();
+    // The head alone: the client is told to send the body, nothing else yet.
+    let p = h.on_data(head, &mut out, &CTX);
+    assert_eq!(p, Progress { requests: 0, close: false });
+    assert_eq!(String::from_utf8_lossy(&out), CONTINUE);
+    // The body completes the request (405 for POST), the connection stays open.
+    let p = h.on_data(b"hello", &mut out, &CTX);
+    assert_eq!(p, Progress { requests: 1, close: false });
+    assert_eq!(String::from_utf8_lossy(&out), [CONTINUE, &not_allowed("")].concat());
+
+    // Whatever the chunking: GET with a chunked body, then a plain GET.
+    let stream = b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    let run = assert_split_independent(stream);
+    assert_eq!(run.text(), [CONTINUE, &ok(false, ""), &ok(false, "")].concat());
+    // No body: no interim response.
+    let run = whole(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(run.text(), ok(false, ""));
+}
+
+#[test]
 fn bodies_on_get_and_duplicate_identical_lengths_are_skipped() {
     let stream = b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nGET \
 POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\nabc\
@@ -209,7 +234,10 @@ fn error_cases() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("space before colon", b"GET / HTTP/1.1\r\nHost : h\r\n\r\n".to_vec(), 400),
         ("obs-fold", b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n".to_vec(), 400),
         ("NUL in value", b"GET / HTTP/1.1\r\nHost: h\0\r\n\r\n".to_vec(), 400),
-        ("HTTP/2.0 line", b"GET / HTTP/2.0\r\nHost: h\r\n\r\n".to_vec(), 400),
+        ("HTTP/2.0 line", b"GET / HTTP/2.0\r\nHost: h\r\n\r\n".to_vec(), 505),
+        ("HTTP/1.2 line", b"GET / HTTP/1.2\r\nHost: h\r\n\r\n".to_vec(), 505),
+        ("malformed version", b"GET / HTTP/1.x\r\nHost: h\r\n\r\n".to_vec(), 400),
+        ("unknown expectation", post("Expect: 200-ok\r\nContent-Length: 1\r\n", "x"), 417),
         ("differing CL headers", post("Content-Length: 5\r\nContent-Length: 6\r\n", ""), 400),
         ("differing CL list", cl("5, 6"), 400),
         ("negative CL", cl("-5"), 400),
@@ -320,6 +348,14 @@ fn responses(mut out: &[u8]) -> Result<Vec<(u16, bool)>, String> {
         let end = out.windows(4).position(|w| w == b"\r\n\r\n").ok_or("unterminated head")? + 4;
         let head = std::str::from_utf8(&out[..end]).map_err(|e| e.to_string())?;
         let status: u16 = head[9..12].parse().map_err(|_| "bad status")?;
+        if status == 100 {
+            // Interim response to `Expect: 100-continue`: not an answer to a request.
+            if head != "HTTP/1.1 100 Continue\r\n\r\n" {
+                return Err(format!("bad interim response {head:?}"));
+            }
+            out = &out[end..];
+            continue;
+        }
         let len: usize = head
             .split("\r\n")
             .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -350,6 +386,9 @@ const VOCAB: &[&[u8]] = &[
     b"Transfer-Encoding: gzip\r\n",
     b"Connection: close\r\n",
     b"Connection: keep-alive\r\n",
+    b"Expect: 100-continue\r\n",
+    b"Expect: x\r\n",
+    b"GET / HTTP/2.0\r\n",
     b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
     b"\r\n",
     b"\n",
