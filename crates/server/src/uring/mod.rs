@@ -21,6 +21,7 @@
 mod proxy;
 mod stream;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -141,6 +142,7 @@ fn run_with<H: Handler>(mut ctx: WorkerCtx, mut handler: H) -> Result<Counters, 
         cancelling: false,
         resume_at: None,
         log_limit: RateLimit::new(Duration::from_secs(1)),
+        parked: VecDeque::new(),
     };
     let mut waker_op = Some(core.ring.poll_readable(&*waker, Op::Waker));
     // Submit now so that the accept is in the kernel before `listening on` is printed.
@@ -193,7 +195,7 @@ fn run_with<H: Handler>(mut ctx: WorkerCtx, mut handler: H) -> Result<Counters, 
         batch = (handler.live() / 4).clamp(1, MAX_BATCH as usize) as u32;
 
         let now = core.clock.now();
-        acceptor.arm(&mut core, handler.live());
+        acceptor.arm(&mut core, &mut handler);
         if now >= next_sweep {
             next_sweep = now + SWEEP_EVERY;
             handler.sweep(&mut core);
@@ -233,11 +235,23 @@ struct Acceptor {
     /// Paused after EMFILE/ENFILE until this instant.
     resume_at: Option<Instant>,
     log_limit: RateLimit,
+    /// Connections the multishot accept completed after the worker reached `max_conns` (one
+    /// wake-up can accept a whole backlog before the cancel takes effect). They wait here, as
+    /// they would have in the backlog, and are admitted in order as slots free up; the kernel
+    /// backlog bounds how many there can be.
+    parked: VecDeque<TcpStream>,
 }
 
 impl Acceptor {
-    /// Arm the accept unless it is armed, backing off, shut down or the worker is full.
-    fn arm(&mut self, core: &mut Core, live: usize) {
+    /// Admit parked connections while there is room, then arm the accept unless it is armed,
+    /// backing off, shut down or the worker is full.
+    fn arm<H: Handler>(&mut self, core: &mut Core, handler: &mut H) {
+        while !core.draining && handler.live() < core.cfg.max_conns {
+            let Some(stream) = self.parked.pop_front() else { break };
+            core.stats.accepted += 1;
+            handler.accept(core, stream);
+        }
+        let live = handler.live() + self.parked.len();
         if core.draining || self.op.is_some() {
             return;
         }
@@ -267,6 +281,11 @@ impl Acceptor {
     /// Shutdown: stop accepting; the listener closes once the accept has ended.
     fn stop(&mut self, core: &mut Core) {
         self.resume_at = None;
+        for stream in self.parked.drain(..) {
+            core.stats.accepted += 1;
+            CloseReason::Shutdown.count(&mut core.stats);
+            drop(stream);
+        }
         if self.op.is_some() {
             self.cancel(core);
         } else {
@@ -286,11 +305,14 @@ impl Acceptor {
         match c.result {
             Ok(_) => {
                 if let Some(stream) = c.accepted {
-                    core.stats.accepted += 1;
                     if core.draining {
+                        core.stats.accepted += 1;
                         CloseReason::Shutdown.count(&mut core.stats);
                         drop(stream);
+                    } else if handler.live() >= core.cfg.max_conns || !self.parked.is_empty() {
+                        self.parked.push_back(stream);
                     } else {
+                        core.stats.accepted += 1;
                         handler.accept(core, stream);
                     }
                 }
