@@ -16,6 +16,7 @@ on_every_backend!(
     sigterm_completes_in_flight_responses_and_exits_zero,
     shutdown_deadline_bounds_a_stuck_client,
     idle_timeout_closes_quiet_connections,
+    max_conns_is_a_hard_limit_under_a_burst,
 );
 
 fn backpressure_bounds_server_memory(backend: &str) {
@@ -239,4 +240,57 @@ fn errors_for_people() {
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
         assert!(err.trim().lines().count() <= 6, "{args:?}: wordy error: {err}");
     }
+}
+
+fn max_conns_is_a_hard_limit_under_a_burst(backend: &str) {
+    // Fill the worker, queue a burst in the backlog, then free one slot: the burst must be
+    // served in turn, never beyond the limit (a multishot accept can complete the whole
+    // backlog at once; a readiness accept loop could accept past the limit within its budget).
+    const LIMIT: usize = 2;
+    const BURST: u8 = 10;
+    let srv = ServerProc::start(backend, "echo", &["--max-conns", "2"]);
+    let ping = |s: &mut std::net::TcpStream| {
+        s.write_all(b"p").unwrap();
+        assert_eq!(read_exact(s, 1), b"p");
+    };
+    let mut first = srv.connect();
+    ping(&mut first);
+    let mut second = srv.connect();
+    ping(&mut second);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut waiting: Vec<(u8, std::net::TcpStream)> = (0..BURST)
+        .map(|i| {
+            let mut s = srv.connect(); // completes in the kernel backlog
+            s.write_all(&[i]).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            (i, s)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for (i, s) in &mut waiting {
+        let mut b = [0u8; 1];
+        assert!(s.read(&mut b).is_err(), "{backend}: connection {i} served beyond --max-conns {LIMIT}");
+    }
+    drop(first);
+    let end = Instant::now() + Duration::from_secs(20);
+    while !waiting.is_empty() {
+        assert!(Instant::now() < end, "{backend}: {} connection(s) never served", waiting.len());
+        // `second` stays open, and the connections served in a pass stay open until the pass
+        // ends: at most LIMIT - 1 can be served per pass.
+        let mut served = Vec::new();
+        for (i, mut s) in std::mem::take(&mut waiting) {
+            let mut b = [0u8; 1];
+            match s.read(&mut b) {
+                Ok(1) => {
+                    assert_eq!(b[0], i, "{backend}: echo of connection {i}");
+                    served.push((i, s));
+                }
+                Ok(_) => panic!("{backend}: connection {i} closed without its echo"),
+                Err(_) => waiting.push((i, s)),
+            }
+        }
+        let served: Vec<u8> = served.into_iter().map(|(i, _)| i).collect(); // closes them
+        assert!(served.len() < LIMIT, "{backend}: served {served:?} at once beside a live connection");
+    }
+    ping(&mut second);
 }
