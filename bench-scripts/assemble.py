@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Assemble docs/BENCHMARKS.md from `ringpoll compare` outputs (results.json + report.md + SVGs).
 
-usage: assemble.py MAIN_DIR IDLE_DIR > docs/BENCHMARKS.md
+usage: assemble.py MAIN_DIR IDLE_DIR [COSTS_MD PROFILE_MD] > docs/BENCHMARKS.md
+       assemble.py --readme README.md MAIN_DIR   (rewrites the headline table in README.md)
+COSTS_MD and PROFILE_MD are the outputs of per-request-costs.py and cpu-profile.py, included
+as they are when present.
 Every figure comes from the results.json files; the text states the ratios it computes.
 """
 import json
@@ -45,8 +48,47 @@ def rel(doc_dir, d, name):
     return os.path.relpath(os.path.join(d, name), doc_dir)
 
 
+def headline(m):
+    """The headline table: epoll and uring beside the best peer, medians."""
+    lines = []
+    p = lines.append
+    order = [c["workload"]["name"] for c in m["cells"]]
+    rows = []
+    for w in sorted({c["workload"]["name"] for c in cells(m)}, key=order.index):
+        bp = best_peer(m, w)
+        ep = find(m, w, "epoll")
+        ur = find(m, w, "uring")
+
+        def ratio(a, b):
+            return f"{a['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}x" if a and b and b["cpu_us_per_req"] > 0 else "-"
+
+        rows.append((w, ep, ur, bp, ratio(ep, bp["median"] if bp else None),
+                     ratio(ur, bp["median"] if bp else None), ratio(ur, ep)))
+    p("| workload | epoll CPU µs/req | uring CPU µs/req | best peer (CPU µs/req) | epoll / peer | uring / peer | uring / epoll |")
+    p("|---|---|---|---|---|---|---|")
+    for w, ep, ur, bp, a, b, c in rows:
+        peer = f"{bp['label']} ({bp['median']['cpu_us_per_req']:.2f})" if bp else "-"
+        fmt = lambda x: f"{x['cpu_us_per_req']:.2f}" if x else "-"
+        p(f"| {w} | {fmt(ep)} | {fmt(ur)} | {peer} | {a} | {b} | {c} |")
+    return lines
+
+
+def update_readme(readme, main_dir):
+    """Replace the table between README's headline markers with this run's headline."""
+    with open(readme) as f:
+        text = f.read()
+    begin, end = "<!-- headline -->\n", "<!-- /headline -->"
+    i, j = text.index(begin) + len(begin), text.index(end)
+    with open(readme, "w") as f:
+        f.write(text[:i] + "\n".join(headline(load(main_dir))) + "\n" + text[j:])
+
+
 def main():
+    if sys.argv[1] == "--readme":
+        update_readme(sys.argv[2], sys.argv[3])
+        return
     main_dir, idle_dir = sys.argv[1], sys.argv[2]
+    extras = [x for x in sys.argv[3:5] if os.path.exists(x)]
     doc_dir = "docs"
     m = load(main_dir)
     out = []
@@ -70,20 +112,7 @@ def main():
       "it made (every call goes through one counted layer); **user %** is the user-space share of server CPU.\n")
 
     p("## Headline\n")
-    rows = []
-    for w in sorted({c["workload"]["name"] for c in cells(m)}, key=lambda n: [c["workload"]["name"] for c in m["cells"]].index(n)):
-        bp = best_peer(m, w)
-        ep = find(m, w, "epoll")
-        ur = find(m, w, "uring")
-        def ratio(a, b):
-            return f"{a['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}x" if a and b and b["cpu_us_per_req"] > 0 else "-"
-        rows.append((w, ep, ur, bp, ratio(ep, bp["median"] if bp else None), ratio(ur, bp["median"] if bp else None), ratio(ur, ep)))
-    p("| workload | epoll CPU µs/req | uring CPU µs/req | best peer (CPU µs/req) | epoll / peer | uring / peer | uring / epoll |")
-    p("|---|---|---|---|---|---|---|")
-    for w, ep, ur, bp, a, b, c in rows:
-        peer = f"{bp['label']} ({bp['median']['cpu_us_per_req']:.2f})" if bp else "-"
-        fmt = lambda x: f"{x['cpu_us_per_req']:.2f}" if x else "-"
-        p(f"| {w} | {fmt(ep)} | {fmt(ur)} | {peer} | {a} | {b} | {c} |")
+    out.extend(headline(m))
     p("")
     p("This machine is a shared 2-vCPU VM and its noise is bimodal: a cell's repeats cluster around two "
       "levels some 25% apart (host contention comes and goes). The medians above are what `compare` "
@@ -165,6 +194,13 @@ def main():
             p("epoll (all three modes) and io_uring stay flat: the largest ratio to their zero-idle "
               "figure at any idle level is " + ", ".join(flat) + " (on minima; medians swing with the "
               "machine's noise, see the table). The expectation (within about 1.2x) holds.")
+    if extras:
+        p("\n## Where the server's time goes\n")
+        p("Two diagnostics explain the CPU figures above; each comes from its own run of the command "
+          "it names (same pinning), so compare within a table.\n")
+        for x in extras:
+            with open(x) as f:
+                p(f.read().rstrip() + "\n")
     print("\n".join(out))
 
 

@@ -21,5 +21,16 @@ idle_cmd=("$bin" compare "${timing[@]}" --suite idle --out docs/bench/idle)
 "${main_cmd[@]}"
 "${idle_cmd[@]}"
 
-python3 bench-scripts/assemble.py docs/bench/main docs/bench/idle > docs/BENCHMARKS.md
-echo "wrote docs/BENCHMARKS.md"
+# Where the time goes: system calls and allocations per request, and a sampled CPU profile
+# (both need root and perf; skipped without them).
+if command -v perf >/dev/null && [ "$(id -u)" = 0 ]; then
+    secs=5
+    [ "${QUICK:-0}" = 1 ] && secs=2
+    python3 bench-scripts/per-request-costs.py "$secs" --out docs/bench/costs.md
+    python3 bench-scripts/cpu-profile.py "$secs" > docs/bench/profile.md
+fi
+
+python3 bench-scripts/assemble.py docs/bench/main docs/bench/idle docs/bench/costs.md docs/bench/profile.md \
+    > docs/BENCHMARKS.md
+python3 bench-scripts/assemble.py --readme README.md docs/bench/main
+echo "wrote docs/BENCHMARKS.md and the headline table in README.md"

@@ -1,0 +1,117 @@
+"""Shared helpers of the Python bench scripts: start a server under test pinned to CPU 0
+(ringpoll, a reference peer from bench-scripts/build-peers.sh, or nginx), and stop it.
+
+Every start function returns a `Server`, or None when that server is not available here.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+RINGPOLL = os.path.join(ROOT, "target/release/ringpoll")
+PEERS = os.path.join(ROOT, "target/peers/release")
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    addr: str
+    tmpdir: str | None = None
+
+    def target(self, mode):
+        return f"http://{self.addr}/" if mode == "http" else self.addr
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def ensure_ringpoll():
+    if not os.path.exists(RINGPOLL):
+        subprocess.run(["cargo", "build", "--release"], check=True, cwd=ROOT)
+
+
+def _announced(cmd, env=None):
+    p = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True, env=env)
+    line = p.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        p.kill()
+        raise RuntimeError(f"{cmd[0]} did not start: {line!r}")
+    return Server(p, line.removeprefix("listening on "))
+
+
+def start_ringpoll(mode, backend, *extra):
+    """`ringpoll serve`, one worker (pinned by taskset, so --no-pin is not needed)."""
+    return _announced([RINGPOLL, "serve", "--mode", mode, "--backend", backend, "--workers", "1",
+                       "--listen", "127.0.0.1:0", *extra], env=dict(os.environ, RINGPOLL_LOG="warn"))
+
+
+def start_peer(binary):
+    """A reference server built by bench-scripts/build-peers.sh (tokio-echo, tokio-http, monoio-echo)."""
+    path = os.path.join(PEERS, binary)
+    return _announced([path, "--listen", "127.0.0.1:0"]) if os.path.exists(path) else None
+
+
+def start_nginx():
+    """nginx answering `return 200 "Hello, World!"`: one worker, access log off."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not nginx:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = tempfile.mkdtemp(prefix="ringpoll-nginx-")
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n"
+                f"error_log {d}/error.log warn;\nevents {{ worker_connections 20000; multi_accept on; }}\n"
+                f"http {{\n access_log off;\n keepalive_requests 100000000;\n server {{\n"
+                f"  listen 127.0.0.1:{port} reuseport;\n"
+                f"  location / {{ default_type text/plain; return 200 \"Hello, World!\"; }}\n }}\n}}\n")
+    p = subprocess.Popen(["taskset", "-c", SERVER_CPU, nginx, "-p", d, "-c", conf, "-e", f"{d}/error.log"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(250):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return Server(p, f"127.0.0.1:{port}", d)
+        except OSError:
+            time.sleep(0.02)
+    p.kill()
+    shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
+def load_cmd(mode, conns, target, secs, warmup="0s", size=64):
+    """`ringpoll load -t1` pinned to the load CPU, JSON output."""
+    return ["taskset", "-c", LOAD_CPU, RINGPOLL, "load", "--mode", mode, "--size", str(size), "-t1",
+            "-c", str(conns), "-d", f"{secs}s", "--warmup", warmup, "--json", target]
+
+
+# The workloads both scripts look at, with the servers that take part in each.
+WORKLOADS = [
+    ("echo-64B-c64", "echo", 64, [("epoll", lambda: start_ringpoll("echo", "epoll")),
+                                  ("uring", lambda: start_ringpoll("echo", "uring")),
+                                  ("tokio", lambda: start_peer("tokio-echo")),
+                                  ("monoio", lambda: start_peer("monoio-echo"))]),
+    ("echo-64B-c512", "echo", 512, [("epoll", lambda: start_ringpoll("echo", "epoll")),
+                                    ("uring", lambda: start_ringpoll("echo", "uring")),
+                                    ("tokio", lambda: start_peer("tokio-echo")),
+                                    ("monoio", lambda: start_peer("monoio-echo"))]),
+    ("http-c64", "http", 64, [("epoll", lambda: start_ringpoll("http", "epoll")),
+                              ("uring", lambda: start_ringpoll("http", "uring")),
+                              ("tokio", lambda: start_peer("tokio-http")),
+                              ("nginx", start_nginx)]),
+]
