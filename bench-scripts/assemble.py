@@ -184,20 +184,33 @@ def main():
         if sm:
             p(f"select cannot watch descriptor 1024 or above, so it stops at its cap; below it "
               f"(500 idle) it costs {max(sm.values()) / sm[0]:.2f}x its zero-idle figure.")
-        flat = []
+        flat = {}
         for lab in ("epoll", "epoll-lt", "epoll-et", "uring"):
             mm = mins_of(lab)
             if mm and 0 in mm:
-                worst = max(v / mm[0] for v in mm.values())
-                flat.append(f"{lab} {worst:.2f}x")
+                flat[lab] = max(v / mm[0] for v in mm.values())
         if flat:
-            p("epoll (all three modes) and io_uring stay flat: the largest ratio to their zero-idle "
-              "figure at any idle level is " + ", ".join(flat) + " (on minima; medians swing with the "
-              "machine's noise, see the table). The expectation (within about 1.2x) holds.")
+            listed = ", ".join(f"{lab} {w:.2f}x" for lab, w in flat.items())
+            over = [lab for lab, w in flat.items() if w > 1.2]
+            p("For epoll (all three modes) and io_uring, the largest ratio to their zero-idle figure at "
+              f"any idle level is {listed} (on minima; medians swing with the machine's noise, see the "
+              "table).")
+            if not over:
+                p("The expectation (within about 1.2x) holds.")
+            else:
+                top = max(pm) if pm and 0 in pm else None
+                contrast = (f" poll at {top} idle costs {pm[top] / pm[0]:.1f}x, so the contrast the experiment "
+                            "is about stands, but" if top else "")
+                p(f"The expectation (within about 1.2x) is **not met** in this run by {', '.join(over)};{contrast} "
+                  "the 1.2x bound does not hold on every run on this machine.")
     if extras:
         p("\n## Where the server's time goes\n")
         p("Two diagnostics explain the CPU figures above; each comes from its own run of the command "
-          "it names (same pinning), so compare within a table.\n")
+          "it names (same pinning), so compare within a table. The first counts what each server asks "
+          "of the kernel per request (which system calls, how many heap allocations). The second splits "
+          "the CPU time of the server's core by where it is spent: the rows an I/O model controls (the "
+          "event API, system-call entry and exit, the server's own code) against the TCP/IP work on "
+          "loopback that every server pays for the same bytes, which is most of the total.\n")
         for x in extras:
             with open(x) as f:
                 p(f.read().rstrip() + "\n")
