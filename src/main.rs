@@ -90,6 +90,11 @@ struct ServeArgs {
     /// out of the receive buffer they arrived in [default: zero-copy].
     #[arg(long, value_enum)]
     uring_relay: Option<RelayArg>,
+    /// io_uring: send zero-copy (IORING_OP_SEND_ZC) when at least this many bytes are pending;
+    /// 0 = never. Off by default: measured on loopback it costs more CPU per round trip, and
+    /// for large messages throughput (bench-scripts/uring-send-zc-ab.py).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    uring_send_zc_min: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,6 +181,7 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(relay) = args.uring_relay {
         cfg.uring.zero_copy_relay = relay == RelayArg::ZeroCopy;
     }
+    cfg.uring.send_zc_min = args.uring_send_zc_min;
     if mode == Mode::Proxy && args.upstreams.is_empty() {
         bail!("--mode proxy needs at least one --upstream HOST:PORT");
     }

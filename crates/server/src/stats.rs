@@ -87,6 +87,8 @@ counters! {
     uring_enobufs,
     /// io_uring: multishot requests re-armed after ending without F_MORE.
     uring_rearms,
+    /// io_uring: zero-copy sends completed (`--uring-send-zc-min`).
+    uring_zc_sends,
 }
 
 /// One worker's published counters on their own cache line(s).
@@ -134,6 +136,7 @@ impl Counters {
             ("upstream_failures", self.upstream_failures),
             ("uring_enobufs", self.uring_enobufs),
             ("uring_rearms", self.uring_rearms),
+            ("uring_zc_sends", self.uring_zc_sends),
         ] {
             if v > 0 {
                 s.push_str(&format!(" {name} {v}"));

@@ -124,6 +124,22 @@ fn tiny_buffer_ring_echoes_every_byte() {
     eprintln!("enobufs {} rearms {} wakeups {}", c.uring_enobufs, c.uring_rearms, c.wakeups);
 }
 
+#[test]
+fn zero_copy_sends_echo_every_byte() {
+    // Every send zero-copy: two completions per send (result, then the notification that
+    // the buffer is free again), many connections, short sends under backpressure.
+    let mut cfg = config(Mode::Echo);
+    cfg.uring.send_zc_min = 1;
+    let Some(server) = start(cfg) else { return };
+    let echoed = busy_echo(server.local_addr(), 200, 4, 5, 20_000);
+    let big = busy_echo(server.local_addr(), 2, 2, 2, 4 << 20);
+    let c = stop(server);
+    assert_eq!(echoed, 200 * 5 * 20_000);
+    assert_eq!(c.bytes_out, echoed + big, "{c:?}");
+    assert_eq!(c.bytes_in, c.bytes_out, "{c:?}");
+    assert!(c.uring_zc_sends > 1000, "the sends went zero-copy: {c:?}");
+}
+
 /// The proxy with 8 receive buffers for 200 busy pairs (400 multishot receives), relaying to
 /// an epoll echo upstream: ENOBUFS and re-arms on both sides of each pair, and with the
 /// zero-copy relay, buffers held by sends on top. Every byte must arrive, in both directions.

@@ -64,6 +64,8 @@ pub struct RingConfig {
     pub cq_entries: u32,
     pub buf_count: u16,
     pub buf_size: u32,
+    /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never).
+    pub send_zc_min: usize,
 }
 
 /// Why a ring could not be set up.
@@ -84,6 +86,10 @@ enum Kind {
     Accept,
     Recv,
     Send,
+    /// IORING_OP_SEND_ZC: two completions, the result (flagged MORE) and then a notification
+    /// (flagged NOTIF) once the kernel no longer reads the buffer. The worker sees one
+    /// completion, at the notification, with the first one's result.
+    SendZc,
     Poll,
     Connect,
 }
@@ -103,6 +109,15 @@ struct Slot<T> {
     kind: Kind,
     op: T,
     owned: Owned,
+    /// Zero-copy send: the result of its first completion, held until the notification that
+    /// the kernel is done with the buffer.
+    zc_result: Option<i32>,
+}
+
+impl<T> Slot<T> {
+    fn new(kind: Kind, op: T, owned: Owned) -> Self {
+        Self { kind, op, owned, zc_result: None }
+    }
 }
 
 /// A receive buffer kept out of the provided-buffer ring after its completion, so that its
@@ -179,6 +194,10 @@ pub struct Ring<T: Copy> {
     min_timeout: bool,
     /// Sends queued since the last enter.
     sends_queued: u32,
+    /// Sends of at least this many bytes go zero-copy (`usize::MAX`: never).
+    send_zc_min: usize,
+    /// Zero-copy sends completed (notification received).
+    zc_sends: u64,
     info: String,
     _single_thread: PhantomData<*const ()>,
 }
@@ -216,9 +235,18 @@ impl<T: Copy> Ring<T> {
         let enter = Enter::new(&uring);
         let mut uring = uring;
         let recv_limit = probe_recv_limit(&mut uring, &enter);
+        let send_zc_min = match cfg.send_zc_min {
+            0 => usize::MAX,
+            _ if !setup::supports(&uring, opcode::SendZc::CODE) => {
+                warn!("this kernel has no IORING_OP_SEND_ZC: zero-copy sends are off");
+                usize::MAX
+            }
+            n => n,
+        };
         let params = uring.params();
         let info = format!(
-            "io_uring {flags}, sq {} cq {}, {}, {} x {} B receive buffers, receive byte limits {}, batched waits {}",
+            "io_uring {flags}, sq {} cq {}, {}, {} x {} B receive buffers, receive byte limits {}, batched waits {}, \
+             zero-copy sends {}",
             params.sq_entries(),
             params.cq_entries(),
             if enter.registered() { "registered ring fd" } else { "ring fd not registered" },
@@ -226,6 +254,7 @@ impl<T: Copy> Ring<T> {
             cfg.buf_size,
             if recv_limit { "supported" } else { "unsupported" },
             if params.is_feature_min_timeout() { "supported" } else { "unsupported" },
+            if send_zc_min == usize::MAX { "off".to_string() } else { format!("from {send_zc_min} B") },
         );
         let batch = Vec::with_capacity(params.cq_entries() as usize);
         let min_timeout = params.is_feature_min_timeout();
@@ -241,6 +270,8 @@ impl<T: Copy> Ring<T> {
             recv_limit,
             min_timeout,
             sends_queued: 0,
+            send_zc_min,
+            zc_sends: 0,
             info,
             _single_thread: PhantomData,
         })
@@ -252,6 +283,12 @@ impl<T: Copy> Ring<T> {
         &self.info
     }
 
+    /// Zero-copy sends completed so far.
+    #[must_use]
+    pub fn zero_copy_sends(&self) -> u64 {
+        self.zc_sends
+    }
+
     /// Requests in flight (including queued ones), not counting untracked ones.
     #[must_use]
     pub fn in_flight(&self) -> usize {
@@ -260,7 +297,7 @@ impl<T: Copy> Ring<T> {
 
     /// Queue a multishot accept on `listener`; accepted sockets are blocking and close-on-exec.
     pub fn accept_multi(&mut self, listener: &TcpListener, op: T) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Accept, op, owned: Owned::Nothing });
+        let id = self.ops.insert(Slot::new(Kind::Accept, op, Owned::Nothing));
         let e = opcode::AcceptMulti::new(Fd(listener.as_raw_fd())).flags(libc::SOCK_CLOEXEC).build();
         self.push(e.user_data(id.to_u64()));
         id
@@ -270,7 +307,7 @@ impl<T: Copy> Ring<T> {
     /// kernel that supports it) the receive ends, without F_MORE, once it has delivered that
     /// many bytes: backpressure without the completions already queued overshooting it.
     pub fn recv_multi(&mut self, stream: &TcpStream, op: T, limit: u32) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Recv, op, owned: Owned::Nothing });
+        let id = self.ops.insert(Slot::new(Kind::Recv, op, Owned::Nothing));
         let mut e = opcode::RecvMulti::new(Fd(stream.as_raw_fd()), BGID).build();
         if self.recv_limit && limit > 0 {
             e = with_optlen(e, limit);
@@ -287,15 +324,22 @@ impl<T: Copy> Ring<T> {
 
     /// Queue a send of `buf.pending()`; the ring owns `buf` until the final completion.
     pub fn send(&mut self, stream: &TcpStream, buf: OutBuf, op: T) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Send, op, owned: Owned::Send(buf) });
+        let kind = if buf.pending().len() >= self.send_zc_min { Kind::SendZc } else { Kind::Send };
+        let id = self.ops.insert(Slot::new(kind, op, Owned::Send(buf)));
         let pending = match self.ops.get(id).map(|s| &s.owned) {
             Some(Owned::Send(b)) => b.pending(),
             _ => &[],
         };
         let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
         // The pointer targets the Vec's heap block, which does not move when the slot does,
-        // and nothing can mutate or free it before the final completion (module docs).
-        let e = opcode::Send::new(Fd(stream.as_raw_fd()), pending.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build();
+        // and nothing can mutate or free it before the final completion (module docs; for a
+        // zero-copy send that is the notification, after which the kernel no longer reads it).
+        let fd = Fd(stream.as_raw_fd());
+        let e = if kind == Kind::SendZc {
+            opcode::SendZc::new(fd, pending.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+        } else {
+            opcode::Send::new(fd, pending.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+        };
         self.push(e.user_data(id.to_u64()));
         self.sends_queued = self.sends_queued.saturating_add(1);
         id
@@ -318,7 +362,7 @@ impl<T: Copy> Ring<T> {
     /// the final completion, which hands it back in [`Completion::held`].
     pub fn send_held(&mut self, stream: &TcpStream, held: HeldBuf, op: T) -> OpId {
         let (bid, len, off) = (held.bid, held.len, held.off as usize);
-        let id = self.ops.insert(Slot { kind: Kind::Send, op, owned: Owned::Held(held) });
+        let id = self.ops.insert(Slot::new(Kind::Send, op, Owned::Held(held)));
         let data = self.bufs.slice(bid, len);
         let pending = data.get(off..).unwrap_or(&[]);
         // The buffer is lent to us and owned by this request's entry: the kernel cannot pick
@@ -340,14 +384,14 @@ impl<T: Copy> Ring<T> {
     pub fn connect(&mut self, stream: &TcpStream, addr: SocketAddr, op: T) -> OpId {
         let addr = Box::new(socket2::SockAddr::from(addr));
         let (ptr, len) = (addr.as_ptr().cast::<libc::sockaddr>(), addr.len());
-        let id = self.ops.insert(Slot { kind: Kind::Connect, op, owned: Owned::Addr(addr) });
+        let id = self.ops.insert(Slot::new(Kind::Connect, op, Owned::Addr(addr)));
         self.push(opcode::Connect::new(Fd(stream.as_raw_fd()), ptr, len).build().user_data(id.to_u64()));
         id
     }
 
     /// Queue a one-shot poll for readability (the wake-up eventfd).
     pub fn poll_readable(&mut self, fd: &impl AsRawFd, op: T) -> OpId {
-        let id = self.ops.insert(Slot { kind: Kind::Poll, op, owned: Owned::Nothing });
+        let id = self.ops.insert(Slot::new(Kind::Poll, op, Owned::Nothing));
         let e = opcode::PollAdd::new(Fd(fd.as_raw_fd()), libc::POLLIN as u32).build();
         self.push(e.user_data(id.to_u64()));
         id
@@ -443,7 +487,21 @@ impl<T: Copy> Ring<T> {
             return None;
         }
         let id = Key::from_u64(ud);
-        let more = cqueue::more(flags);
+        let mut more = cqueue::more(flags);
+        let mut res = res;
+        if let Some(slot) = self.ops.get_mut(id).filter(|s| s.kind == Kind::SendZc) {
+            if cqueue::notif(flags) {
+                // The kernel is done with the buffer: now the send is over.
+                res = slot.zc_result.unwrap_or(0);
+                self.zc_sends += 1;
+            } else if more {
+                // The result; the notification follows. Keep the buffer.
+                slot.zc_result = Some(res);
+                return None;
+            }
+            // Else a result with no notification to follow (nothing was sent): final too.
+            more = false;
+        }
         let found = if more {
             self.ops.get(id).map(|s| (s.kind, s.op, Owned::Nothing))
         } else {
@@ -642,7 +700,7 @@ mod tests {
 
     #[test]
     fn a_ring_reports_its_setup_or_a_clear_refusal() {
-        let cfg = RingConfig { sq_entries: 8, cq_entries: 32, buf_count: 8, buf_size: 256 };
+        let cfg = RingConfig { sq_entries: 8, cq_entries: 32, buf_count: 8, buf_size: 256, send_zc_min: 0 };
         match Ring::<u8>::new(cfg) {
             Ok(mut ring) => {
                 assert!(ring.describe().starts_with("io_uring "), "{}", ring.describe());

@@ -114,6 +114,7 @@ fn ring_config(cfg: &Config) -> RingConfig {
         cq_entries: sq.next_power_of_two().saturating_mul(CQ_PER_SQ).min(65536),
         buf_count: cfg.uring.buf_count,
         buf_size: cfg.uring.buf_size,
+        send_zc_min: cfg.uring.send_zc_min,
     }
 }
 
@@ -219,9 +220,11 @@ fn run_with<H: Handler>(mut ctx: WorkerCtx, mut handler: H) -> Result<Counters, 
             }
         }
         core.stats.syscalls = sys::syscalls() - syscalls_before;
+        core.stats.uring_zc_sends = core.ring.zero_copy_sends();
         ctx.counters.publish(&core.stats);
     }
     core.stats.syscalls = sys::syscalls() - syscalls_before;
+    core.stats.uring_zc_sends = core.ring.zero_copy_sends();
     ctx.counters.publish(&core.stats);
     Ok(core.stats)
 }

@@ -79,6 +79,13 @@ pub(super) fn check(ring: &IoUring) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// Whether the kernel supports an optional opcode (one probe; false when probing fails).
+pub(super) fn supports(ring: &IoUring, code: u8) -> bool {
+    let mut probe = Probe::new();
+    count_syscall();
+    ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
+}
+
 /// The one-line message for a refused io_uring, naming the cause and the alternative.
 pub(super) fn unavailable(why: &str) -> SetupError {
     SetupError::Unavailable(format!("io_uring is not available: {why}; use --backend epoll"))
