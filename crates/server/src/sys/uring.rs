@@ -489,7 +489,9 @@ impl<T: Copy> Ring<T> {
         let id = Key::from_u64(ud);
         let mut more = cqueue::more(flags);
         let mut res = res;
-        if let Some(slot) = self.ops.get_mut(id).filter(|s| s.kind == Kind::SendZc) {
+        // Zero-copy sends only exist when enabled; otherwise no extra lookup per completion.
+        let zc_slot = if self.send_zc_min == usize::MAX { None } else { self.ops.get_mut(id) };
+        if let Some(slot) = zc_slot.filter(|s| s.kind == Kind::SendZc) {
             if cqueue::notif(flags) {
                 // The kernel is done with the buffer: now the send is over.
                 res = slot.zc_result.unwrap_or(0);
