@@ -110,7 +110,9 @@ pub(super) fn parse_head(data: &[u8]) -> Parsed {
 /// stream is split.
 fn version_error(data: &[u8]) -> u16 {
     let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
-    let Some(version) = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(2) else {
+    // Exactly one space between the parts: a second space is where httparse stopped (an
+    // empty token here, so 400), not a separator to look past.
+    let Some(version) = line.split(|&b| b == b' ').nth(2) else {
         return 400;
     };
     match version {
@@ -330,6 +332,8 @@ mod tests {
             ("GET / HTTP/x.1", 400),
             ("GET / HTTQ/1.1", 400),
             ("GET / http/1.1", 400),
+            ("GET /  HTTP/2.0", 400),
+            ("At* E?EE  HTTP/0S", 400),
         ] {
             let req = format!("{line}\r\nHost: a\r\n\r\n");
             assert_eq!(head(&req), Err(status), "{line}");
