@@ -43,8 +43,8 @@ def ensure_ringpoll():
         subprocess.run(["cargo", "build", "--release"], check=True, cwd=ROOT)
 
 
-def _announced(cmd, env=None):
-    p = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+def _announced(cmd, env=None, cpu=SERVER_CPU):
+    p = subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                          text=True, env=env)
     line = p.stdout.readline().strip()
     if not line.startswith("listening on "):
@@ -53,10 +53,10 @@ def _announced(cmd, env=None):
     return Server(p, line.removeprefix("listening on "))
 
 
-def start_ringpoll(mode, backend, *extra):
-    """`ringpoll serve`, one worker (pinned by taskset, so --no-pin is not needed)."""
+def start_ringpoll(mode, backend, *extra, cpu=SERVER_CPU):
+    """`ringpoll serve`, one worker, on `cpu` (pinned by taskset, so --no-pin is not needed)."""
     return _announced([RINGPOLL, "serve", "--mode", mode, "--backend", backend, "--workers", "1",
-                       "--listen", "127.0.0.1:0", *extra], env=dict(os.environ, RINGPOLL_LOG="warn"))
+                       "--listen", "127.0.0.1:0", *extra], env=dict(os.environ, RINGPOLL_LOG="warn"), cpu=cpu)
 
 
 def start_peer(binary):
@@ -94,10 +94,24 @@ def start_nginx():
     return None
 
 
-def load_cmd(mode, conns, target, secs, warmup="0s", size=64):
-    """`ringpoll load -t1` pinned to the load CPU, JSON output."""
+def load_cmd(mode, conns, target, secs, warmup="0s", size=64, idle=0):
+    """`ringpoll load -t1` pinned to the load CPU, JSON output (plus `idle` idle connections)."""
+    extra = ["--idle", str(idle)] if idle else []
     return ["taskset", "-c", LOAD_CPU, RINGPOLL, "load", "--mode", mode, "--size", str(size), "-t1",
-            "-c", str(conns), "-d", f"{secs}s", "--warmup", warmup, "--json", target]
+            "-c", str(conns), "-d", f"{secs}s", "--warmup", warmup, *extra, "--json", target]
+
+
+def cpu_times(pid):
+    """(utime, stime) of a process, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def cpu_seconds(pid):
+    """utime+stime of a process, in seconds."""
+    return sum(cpu_times(pid))
 
 
 # The workloads both scripts look at, with the servers that take part in each.

@@ -12,8 +12,13 @@ Software sampling (cpu-clock) is used because this machine has no hardware count
 Needs root and perf (Debian: linux-perf); peers from bench-scripts/build-peers.sh and nginx
 are used when present.
 
-    python3 bench-scripts/cpu-profile.py [SECONDS] [--only WORKLOAD]
+    python3 bench-scripts/cpu-profile.py [SECONDS] [--only WORKLOAD] [--idle N]
+
+`--idle N` adds N idle connections to the load (`ringpoll load --idle N`), e.g. to see what
+the epoll re-arm costs when the interest list is large:
+    python3 bench-scripts/cpu-profile.py 4 --only echo-64B-c64 --idle 15000
 """
+import argparse
 import json
 import os
 import re
@@ -26,12 +31,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import SERVER_CPU, WORKLOADS, ensure_ringpoll, load_cmd  # noqa: E402
 
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
-secs = int(args[0]) if args else 4
-only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-if only:
-    args = [a for a in args if a != only]
-    secs = int(args[0]) if args else 4
+ap = argparse.ArgumentParser(description="CPU 0 profile by category, per request")
+ap.add_argument("seconds", nargs="?", type=int, default=4)
+ap.add_argument("--only", help="one workload of benchlib.WORKLOADS")
+ap.add_argument("--idle", type=int, default=0, help="extra idle connections held by the load")
+opts = ap.parse_args()
+secs, only, idle = opts.seconds, opts.only, opts.idle
+# Idle connections are opened first: give them time before sampling.
+settle = 1.5 + idle / 5000
 ensure_ringpoll()
 if not shutil.which("perf"):
     sys.exit("perf is not installed (Debian: linux-perf)")
@@ -74,9 +81,9 @@ def category(dso_kind, sym):
 
 
 def profile(srv, mode, conns):
-    load = subprocess.Popen(load_cmd(mode, conns, srv.target(mode), secs + 3), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    time.sleep(1.5)
+    load = subprocess.Popen(load_cmd(mode, conns, srv.target(mode), secs + 2 + int(settle), idle=idle),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(settle)
     with tempfile.TemporaryDirectory() as d:
         data = os.path.join(d, "perf.data")
         subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4999", "-C", SERVER_CPU, "-o", data,
@@ -93,7 +100,8 @@ def profile(srv, mode, conns):
     return out["rps"], shares
 
 
-print(f"CPU 0 profile: `python3 bench-scripts/cpu-profile.py {secs}`; one server worker on CPU 0, "
+flags = (f" --only {only}" if only else "") + (f" --idle {idle}" if idle else "")
+print(f"CPU 0 profile: `python3 bench-scripts/cpu-profile.py {secs}{flags}`; one server worker on CPU 0, "
       f"`ringpoll load -t1` on CPU 1, `perf record -e cpu-clock -F 4999 -C 0` for {secs} s during the load. "
       "Figures: µs of CPU 0 per request, by the function each sample landed in.\n")
 names = [c[0] for c in CATEGORIES if c[0] != "idle"] + ["user space", "other kernel"]
@@ -111,7 +119,7 @@ for wname, mode, conns, servers in WORKLOADS:
             srv.stop()
         cols.append((sname, rps, shares))
         print(f"  {wname} {sname}: {rps:.0f} req/s", file=sys.stderr, flush=True)
-    print(f"#### {wname}\n")
+    print(f"#### {wname}" + (f" + {idle} idle connections" if idle else "") + "\n")
     print("| µs of CPU 0 per request | " + " | ".join(c[0] for c in cols) + " |")
     print("|---|" + "---|" * len(cols))
     for k in names:

@@ -10,28 +10,25 @@ load generators (CPU 1), alternated ROUNDS times. Prints requests/s and client C
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import LOAD_CPU, RINGPOLL, ensure_ringpoll, start_ringpoll  # noqa: E402
 
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 secs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 conns = int(sys.argv[3]) if len(sys.argv) > 3 else 64
-os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-binary = "target/release/ringpoll"
-if not os.path.exists(binary):
-    subprocess.run(["cargo", "build", "--release"], check=True)
-
-srv = subprocess.Popen(["taskset", "-c", "0", binary, "serve", "--mode", "http", "--workers", "1",
-                        "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-url = "http://" + srv.stdout.readline().strip().removeprefix("listening on ") + "/"
+ensure_ringpoll()
+binary = RINGPOLL
+srv = start_ringpoll("http", "epoll")
+url = srv.target("http")
 
 
 def run(cmd):
     """Run pinned to CPU 1; return (stdout, client CPU seconds)."""
-    p = subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(["taskset", "-c", LOAD_CPU] + cmd, stdout=subprocess.PIPE, text=True)
     out = p.stdout.read()
     _, _, ru = os.wait4(p.pid, 0)
     return out, ru.ru_utime + ru.ru_stime
@@ -55,5 +52,4 @@ try:
         print(f"median {tool:<9} {statistics.median(x[0] for x in v):>10.0f} req/s "
               f"{statistics.median(x[1] for x in v):>8.2f} client µs/req")
 finally:
-    srv.terminate()
-    srv.wait(timeout=10)
+    srv.stop()

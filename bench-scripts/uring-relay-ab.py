@@ -21,53 +21,42 @@ import subprocess
 import sys
 import time
 
-BIN = os.environ.get("RINGPOLL", "target/release/ringpoll")
-TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(f[11]), int(f[12])
-
-
-def start(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ, RINGPOLL_LOG="warn"))
-    return p, p.stdout.readline().decode().split()[-1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import LOAD_CPU, RINGPOLL, cpu_times, ensure_ringpoll, start_ringpoll  # noqa: E402
 
 
 def main():
     size, rate, dur = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
-    up, upa = start(["taskset", "-c", "1", BIN, "serve", "--listen", "127.0.0.1:0", "--mode", "echo", "--workers", "1", "--no-pin"])
+    ensure_ringpoll()
+    up = start_ringpoll("echo", "epoll", cpu=LOAD_CPU)
     cols = ("req/s", "cpu_us", "user_us", "task_clock_us", "syscalls", "p99_us")
     res = {"zero-copy": [], "copy": []}
     try:
         for _ in range(rounds):
             for relay in res:
-                px, pa = start(["taskset", "-c", "0", BIN, "serve", "--listen", "127.0.0.1:0", "--mode", "proxy",
-                                "--backend", "uring", "--workers", "1", "--upstream", upa, "--uring-relay", relay])
-                load = subprocess.Popen(["taskset", "-c", "1", BIN, "load", "-c", "64", "-d", dur, "--warmup", "2s",
-                                         "--size", str(size), "--rate", str(rate), "--json", pa],
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                px = start_ringpoll("proxy", "uring", "--upstream", up.addr, "--uring-relay", relay)
+                load = subprocess.Popen(["taskset", "-c", LOAD_CPU, RINGPOLL, "load", "-c", "64", "-d", dur,
+                                         "--warmup", "2s", "--size", str(size), "--rate", str(rate), "--json",
+                                         px.addr], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
                 time.sleep(2.3)  # connect + warm-up
-                t0 = cpu_ticks(px.pid)
-                perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter,task-clock", "-p", str(px.pid)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                t0 = cpu_times(px.proc.pid)
+                perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter,task-clock", "-p",
+                                         str(px.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 out = load.communicate()[0]
-                t1 = cpu_ticks(px.pid)
+                t1 = cpu_times(px.proc.pid)
                 perf.send_signal(2)
                 lines = perf.communicate()[1].decode().splitlines()
-                px.terminate()
-                px.wait()
+                px.stop()
                 j = json.loads(out)
                 n = j["requests"]
                 num = lambda key: next((float(l.split(",")[0]) for l in lines if key in l), float("nan"))
-                row = (round(j["rps"]), round((sum(t1) - sum(t0)) / TCK * 1e6 / n, 2), round((t1[0] - t0[0]) / TCK * 1e6 / n, 2),
+                row = (round(j["rps"]), round((sum(t1) - sum(t0)) * 1e6 / n, 2), round((t1[0] - t0[0]) * 1e6 / n, 2),
                        round(num("task-clock") * 1e3 / n, 2), round(num("sys_enter") / n, 3), j["latency_us"]["p99"])
                 res[relay].append(row)
                 print(relay, dict(zip(cols, row)), flush=True)
     finally:
-        up.terminate()
+        up.stop()
     for relay, rows in res.items():
         med = [sorted(r[i] for r in rows)[len(rows) // 2] for i in range(len(cols))]
         print(f"median {relay:9}", dict(zip(cols, med)))

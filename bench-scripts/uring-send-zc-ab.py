@@ -21,14 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import LOAD_CPU, RINGPOLL, ensure_ringpoll, start_ringpoll  # noqa: E402
-
-TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TCK
+from benchlib import LOAD_CPU, RINGPOLL, cpu_seconds, ensure_ringpoll, start_ringpoll  # noqa: E402
 
 
 def main():
@@ -47,9 +40,9 @@ def main():
                                          str(rate), "--json", srv.addr], stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True)
                 time.sleep(2.2)  # connect + warm-up
-                c0 = cpu_s(srv.proc.pid)
+                c0 = cpu_seconds(srv.proc.pid)
                 out = json.loads(load.communicate(timeout=secs + 60)[0])
-                c1 = cpu_s(srv.proc.pid)
+                c1 = cpu_seconds(srv.proc.pid)
             finally:
                 srv.stop()
             n = max(out["requests"], 1)
