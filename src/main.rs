@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use ringpoll_server::config::parse_duration;
+use ringpoll_proto::units::parse_duration;
 use ringpoll_server::{Backend, Config, Counters, Mode, Server};
 
 #[derive(Parser)]

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ringpoll_server::config::parse_duration;
+use ringpoll_load::units::parse_duration;
 use ringpoll_server::{Backend, UringConfig};
 
 use matrix::{LoadGen, Proto, Server, Workload};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::sys::signal::{SigSet, Signal};
-use ringpoll_server::config::parse_duration;
+use ringpoll_proto::units::parse_duration;
 
 use crate::config::{parse_cpus, LoadConfig, LoadMode, LoadPoller};
 use crate::driver::run_load_until;

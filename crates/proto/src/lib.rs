@@ -12,6 +12,7 @@ pub mod client;
 pub mod echo;
 pub mod http;
 pub mod relay;
+pub mod units;
 
 pub use buf::OutBuf;
 

@@ -155,44 +155,9 @@ impl Config {
     }
 }
 
-/// Parse a duration the way the CLI accepts it: `250ms`, `10s`, `1m`, `1h`, or a bare number
-/// of seconds (`30`, `0.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let v: f64 = num.parse().map_err(|_| format!("invalid duration '{s}' (examples: 500ms, 10s, 1m)"))?;
-    let secs = match unit.trim() {
-        "ms" => v / 1000.0,
-        "s" | "sec" | "secs" => v,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
-        "us" | "µs" => v / 1e6,
-        _ => return Err(format!("invalid duration unit in '{s}' (use ms, s, m or h)")),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("duration out of range: '{s}'"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_wrk() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn unknown_backends_list_the_available_ones() {
