@@ -74,6 +74,24 @@ impl OutBuf {
         }
     }
 
+    /// The buffer and how many of its bytes were already sent, for a transport that must own
+    /// the bytes while the kernel sends them (io_uring); [`OutBuf::from_parts`] takes them back.
+    #[must_use]
+    pub fn into_parts(self) -> (Vec<u8>, usize) {
+        (self.buf, self.sent)
+    }
+
+    /// Rebuild a buffer from [`OutBuf::into_parts`] (a cursor past the end is clamped).
+    #[must_use]
+    pub fn from_parts(buf: Vec<u8>, sent: usize) -> Self {
+        let sent = sent.min(buf.len());
+        let mut b = Self { buf, sent };
+        if b.sent == b.buf.len() {
+            b.clear();
+        }
+        b
+    }
+
     /// Heap bytes held (for memory accounting in tests and summaries).
     #[must_use]
     pub fn capacity(&self) -> usize {
@@ -175,6 +193,18 @@ mod tests {
         let mut b = OutBuf::new();
         b.extend_from_slice(b"ab");
         b.advance(3);
+    }
+
+    #[test]
+    fn parts_round_trip_keeps_the_cursor() {
+        let mut b = OutBuf::new();
+        b.extend_from_slice(b"abcdef");
+        b.advance(2);
+        let (v, sent) = b.into_parts();
+        assert_eq!((&v[..], sent), (&b"abcdef"[..], 2));
+        let b = OutBuf::from_parts(v, sent + 1);
+        assert_eq!(b.pending(), b"def");
+        assert!(OutBuf::from_parts(b"xy".to_vec(), 9).is_empty());
     }
 
     #[test]
