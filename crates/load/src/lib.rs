@@ -26,7 +26,7 @@ mod thread;
 mod worker;
 
 pub use cli::{run, CpuList, LoadArgs};
-pub use ringpoll_proto::units;
 pub use config::{parse_cpus, parse_target, LoadConfig, LoadMode, LoadPoller, Target};
 pub use driver::{describe_connect_error, run_load, run_load_until};
 pub use report::{fmt_bytes, fmt_us, Errors, Latency, Report, StatusClasses, TimelineRow};
+pub use ringpoll_proto::units;

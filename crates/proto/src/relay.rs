@@ -219,6 +219,19 @@ impl Relay {
         self.reset || self.flows.iter().all(|f| f.src_eof && f.dst_shut)
     }
 
+    /// Reading `side` is paused by backpressure.
+    #[must_use]
+    pub fn is_paused(&self, side: Side) -> bool {
+        self.flows[side.idx()].paused
+    }
+
+    /// The direction from `side` is finished: its FIN arrived and was forwarded.
+    #[must_use]
+    pub fn is_finished(&self, side: Side) -> bool {
+        let f = &self.flows[side.idx()];
+        f.src_eof && f.dst_shut
+    }
+
     /// Nothing buffered in either direction.
     #[must_use]
     pub fn is_quiet(&self) -> bool {
