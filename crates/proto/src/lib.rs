@@ -12,8 +12,10 @@ pub mod client;
 pub mod echo;
 pub mod http;
 pub mod lifecycle;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod units;
+pub mod upstream;
 
 pub use buf::OutBuf;
 pub use lifecycle::{CloseReason, Stats};
