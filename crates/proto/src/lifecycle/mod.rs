@@ -16,6 +16,7 @@ pub mod pair;
 pub mod stream;
 #[cfg(test)]
 mod tests;
+pub mod wheel;
 
 /// Why a connection (or a proxy pair) was closed. Each reason is counted on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
