@@ -255,6 +255,7 @@ impl<P: Protocol> StreamConn<P> {
             self.head_since = env.now;
         }
         self.output_grew(pending_before, env.now);
+        self.backpressure(env.cfg, st);
     }
 
     /// The peer shut down its sending side.
@@ -309,6 +310,7 @@ impl<P: Protocol> StreamConn<P> {
         if n > 0 {
             self.last_out = env.now;
         }
+        self.backpressure(env.cfg, st);
     }
 
     /// Completion transports: take the pending output to hand to the kernel (`None` while a
@@ -339,6 +341,7 @@ impl<P: Protocol> StreamConn<P> {
             self.in_flight = 0;
             return None;
         }
+        self.backpressure(env.cfg, st);
         if buf.is_empty() {
             self.spare = buf;
             return None;
@@ -380,16 +383,22 @@ impl<P: Protocol> StreamConn<P> {
                 return if self.read_open { Action::ShutdownWrite } else { self.close(self.reason, st) };
             }
             Phase::Open if !self.read_open && pending == 0 => return self.close(self.reason, st),
-            Phase::Open => {
-                let was = self.paused;
-                self.paused = !env.cfg.watermarks.may_read(pending, self.paused);
-                if self.paused && !was {
-                    st.backpressure_pauses += 1;
-                }
-            }
             _ => {}
         }
+        self.backpressure(env.cfg, st);
         Action::Continue
+    }
+
+    /// Pause reading above the high watermark, resume at the low one.
+    fn backpressure(&mut self, cfg: &StreamConfig, st: &mut Stats) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let was = self.paused;
+        self.paused = !cfg.watermarks.may_read(self.pending(), self.paused);
+        if self.paused && !was {
+            st.backpressure_pauses += 1;
+        }
     }
 
     fn close(&mut self, reason: CloseReason, st: &mut Stats) -> Action {
