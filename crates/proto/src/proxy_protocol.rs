@@ -68,24 +68,16 @@ pub fn parse(buf: &[u8]) -> Parsed {
 
 fn parse_v1(buf: &[u8]) -> Parsed {
     let window = &buf[..buf.len().min(V1_MAX)];
-    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
-        if window.contains(&b'\n') {
-            return Parsed::Invalid("v1 header line ends without CR");
-        }
-        return if buf.len() >= V1_MAX {
-            Parsed::Invalid("v1 header longer than 107 bytes")
-        } else {
-            Parsed::Incomplete
-        };
+    // The line ends at the first CR or LF, whichever comes first: a bare LF is malformed.
+    let Some(end) = window.iter().position(|&b| b == b'\r' || b == b'\n') else {
+        return if buf.len() >= V1_MAX { Parsed::Invalid("v1 header longer than 107 bytes") } else { Parsed::Incomplete };
     };
+    if window[end] == b'\n' {
+        return Parsed::Invalid("v1 header line ends without CR");
+    }
+    let cr = end;
     match window.get(cr + 1) {
-        None => {
-            return if cr + 1 >= V1_MAX {
-                Parsed::Invalid("v1 header longer than 107 bytes")
-            } else {
-                Parsed::Incomplete
-            }
-        }
+        None => return if cr + 1 >= V1_MAX { Parsed::Invalid("v1 header longer than 107 bytes") } else { Parsed::Incomplete },
         Some(b'\n') => {}
         Some(_) => return Parsed::Invalid("v1 header: CR not followed by LF"),
     }
@@ -359,6 +351,8 @@ mod tests {
             b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
             b"proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+            // Found by cargo fuzz: an LF before the first CR is where the line ends.
+            b"PROXY \x7f\x00\n\x0eQU\x04PROXY \x00R\x00I\x00\x00\r",
         ];
         for b in bad {
             assert!(matches!(at_every_split(b), Read::Invalid(_)), "{:?}", String::from_utf8_lossy(b));
