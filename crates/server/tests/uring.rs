@@ -28,7 +28,7 @@ fn config(mode: Mode) -> Config {
 
 /// Start an in-process server; `None` (with the reason printed) if the kernel refuses io_uring.
 fn start(cfg: Config) -> Option<Server> {
-    let _ = ringpoll_server::sys::raise_nofile_limit();
+    let _ = ringpoll_sys::rlimit::raise_nofile_limit();
     match Server::start(cfg) {
         Ok(s) => Some(s),
         Err(e) if e.to_string().contains("io_uring is not available") => {
@@ -333,7 +333,7 @@ fn max_conns_pauses_accepting_until_a_connection_closes() {
 // ---- io_uring refused by seccomp ----------------------------------------------------------
 
 fn with_seccomp(cmd: &mut Command) -> &mut Command {
-    ringpoll_server::sys::seccomp::deny_io_uring_setup_on_exec(cmd)
+    ringpoll_sys::testing::seccomp::deny_io_uring_setup_on_exec(cmd)
 }
 
 /// The `ringpoll` binary next to this test's directory, if it has been built.
