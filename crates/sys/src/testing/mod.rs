@@ -21,15 +21,22 @@ pub fn uring_required() -> bool {
 }
 
 /// An io_uring test cannot run because the kernel refuses io_uring (`why`). Panics when
-/// io_uring is required; otherwise prints `SKIP <test>: <why>` and returns, and the caller
-/// returns early.
+/// io_uring is required; otherwise prints `SKIP <test>: the kernel refuses io_uring: <why>`
+/// and returns, and the caller returns early.
 ///
 /// The line is written to the process's stderr itself: the test harness captures what
 /// `eprintln!` prints in a passing test and never shows it, whereas a direct write reaches
 /// the terminal (and CI logs) in the middle of the `cargo test` output.
-pub fn uring_refused(test: &str, why: &str) {
+pub fn uring_refused(why: &str) {
+    let test = current_test();
     assert!(!uring_required(), "{test}: io_uring is required ({REQUIRE_URING} is set) but refused here: {why}");
     let mut err = std::io::stderr().lock();
     // Nothing sensible is left to do if stderr itself fails.
     let _ = writeln!(err, "SKIP {test}: the kernel refuses io_uring: {why}");
+}
+
+/// The running test's name (the test harness names each test's thread after it).
+#[must_use]
+pub fn current_test() -> String {
+    std::thread::current().name().unwrap_or("this test").to_string()
 }

@@ -13,15 +13,15 @@ fn cfg() -> RingConfig {
 }
 
 /// A ring, or `None` (after the require-or-skip rule) where the kernel refuses io_uring.
-fn ring(test: &str) -> Option<Ring<u8>> {
+fn ring() -> Option<Ring<u8>> {
     match Ring::new(cfg()) {
         Ok(r) => Some(r),
         Err(SetupError::Unavailable(msg)) => {
             assert!(msg.contains("--backend epoll"), "{msg}");
-            uring_refused(test, &msg);
+            uring_refused(&msg);
             None
         }
-        Err(e) => panic!("{test}: {e:?}"),
+        Err(e) => panic!("setting up a ring: {e:?}"),
     }
 }
 
@@ -57,7 +57,7 @@ fn receive(ring: &mut Ring<u8>, rx: &TcpStream, tx: &mut TcpStream, msg: &[u8]) 
 
 #[test]
 fn a_ring_reports_its_setup_or_a_clear_refusal() {
-    if let Some(mut ring) = ring("a_ring_reports_its_setup_or_a_clear_refusal") {
+    if let Some(mut ring) = ring() {
         assert!(ring.describe().starts_with("io_uring "), "{}", ring.describe());
         assert_eq!(ring.in_flight(), 0);
         ring.enter(Duration::ZERO, 1).unwrap();
@@ -69,7 +69,7 @@ fn a_ring_reports_its_setup_or_a_clear_refusal() {
 
 #[test]
 fn sends_hand_their_buffer_back_in_the_final_completion() {
-    let Some(mut ring) = ring("sends_hand_their_buffer_back_in_the_final_completion") else { return };
+    let Some(mut ring) = ring() else { return };
     let (a, mut b) = pair();
     ring.send(&a, SendBuf::new(b"xxhello".to_vec(), 2), 7);
     let c = next(&mut ring);
@@ -83,7 +83,7 @@ fn sends_hand_their_buffer_back_in_the_final_completion() {
 
 #[test]
 fn a_completion_kept_past_the_next_one_reads_nothing() {
-    let Some(mut ring) = ring("a_completion_kept_past_the_next_one_reads_nothing") else { return };
+    let Some(mut ring) = ring() else { return };
     let (rx, mut tx) = pair();
     let first = receive(&mut ring, &rx, &mut tx, b"first");
     assert_eq!(ring.data(&first), b"first");
@@ -99,8 +99,8 @@ fn a_completion_kept_past_the_next_one_reads_nothing() {
 
 #[test]
 fn completions_and_held_buffers_of_another_ring_are_refused() {
-    let Some(mut a) = ring("completions_and_held_buffers_of_another_ring_are_refused") else { return };
-    let Some(mut b) = ring("completions_and_held_buffers_of_another_ring_are_refused") else { return };
+    let Some(mut a) = ring() else { return };
+    let Some(mut b) = ring() else { return };
     let (rx_a, mut tx_a) = pair();
     let (rx_b, mut tx_b) = pair();
     let ca = receive(&mut a, &rx_a, &mut tx_a, b"from a");
