@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use ringpoll_sys::poller::{Epoll, EpollEt};
+use ringpoll_sys::poller::epoll::{Epoll, EpollEt};
 
 use crate::config::{parse_target, LoadConfig, LoadPoller, Plan};
 use crate::report::{Errors, Latency, Report, StatusClasses, TimelineRow};

@@ -5,8 +5,8 @@
 //! ([`readiness`]) over select, poll or one of the epoll variants, or the completion loop
 //! ([`uring`]). Workers share nothing mutable but their cache-padded counters.
 //!
-//! System calls, pollers and the io_uring ring come from `ringpoll-sys`, the only crate with
-//! `unsafe` code; this one forbids it.
+//! System calls, pollers and the io_uring ring come from `ringpoll-sys`, the one crate that
+//! handles raw pointers (docs/ARCHITECTURE.md); this crate is safe code only.
 #![forbid(unsafe_code)]
 
 pub mod clock;

@@ -15,7 +15,10 @@ use crate::readiness::{self, proxy::Proxies, stream::Streams};
 use crate::stats::{Counters, SharedCounters};
 use crate::ServeError;
 use ringpoll_sys::eventfd::EventFd;
-use ringpoll_sys::poller::{Epoll, EpollEt, EpollLt, Poll, Poller, Select};
+use ringpoll_sys::poller::epoll::{Epoll, EpollEt, EpollLt};
+use ringpoll_sys::poller::poll::Poll;
+use ringpoll_sys::poller::select::Select;
+use ringpoll_sys::poller::Poller;
 use ringpoll_sys::socket::ListenerConfig;
 
 /// Asks every worker to stop: the flag, then a wake-up on each worker's eventfd.

@@ -15,8 +15,8 @@
 //! batch of them on a busy worker, for at most a few microseconds) or the next timer (sweep,
 //! accept back-off, shutdown deadline), then handle the completions as a batch and queue the
 //! sends they produced. Requests and their buffers live in the ring's op
-//! table (`ringpoll_sys::uring`), keyed by user_data; all `unsafe` is there, this module is
-//! safe code.
+//! table (`ringpoll_sys::uring`), keyed by user_data; every raw pointer is handled there,
+//! this module is safe code.
 
 mod proxy;
 mod stream;

@@ -31,10 +31,6 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-pub use epoll::{Epoll, EpollEt, EpollLt};
-pub use poll::Poll;
-pub use select::Select;
-
 /// Identifies a registered descriptor to its owner (for example a slab key, or a value the
 /// owner reserves for its listener); the poller only hands it back with each event.
 pub type Token = u64;

@@ -1,4 +1,5 @@
-//! Completions as the worker sees them, and the receive buffers they lend.
+//! Completions as the worker sees them: reaping the CQ, matching each CQE with its op-table
+//! entry, and lending the receive buffer it names until the next completion.
 
 use std::io;
 use std::net::TcpStream;
@@ -7,9 +8,11 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use io_uring::cqueue;
 use tracing::{debug, warn};
 
-use super::ops::{Kind, Owned};
-use super::{HeldBuf, OpId, Ring, SendBuf, PROBE, UNTRACKED};
-use crate::slab::Key;
+use super::bufring::BufRing;
+use super::ops::{Kind, OpId, Owned, Slot, PROBE, UNTRACKED};
+use super::submit::Uring;
+use super::tokens::{HeldBuf, SendBuf};
+use crate::slab::{Key, Slab};
 
 /// One completion, as handed to the worker.
 #[derive(Debug)]
@@ -26,10 +29,10 @@ pub struct Completion<T> {
     /// Send (final completion): the buffer, back from the kernel as it was given; the
     /// result says how many of its pending bytes were sent.
     pub sent: Option<SendBuf>,
-    /// [`Ring::send_held`] (final completion): the receive buffer, back from the kernel.
-    /// `advance` it by the result; [`Ring::release`] it once done with it.
+    /// `Ring::send_held` (final completion): the receive buffer, back from the kernel.
+    /// `advance` it by the result; `Ring::release` it once done with it.
     pub held: Option<HeldBuf>,
-    /// Receive: the provided buffer holding the data (read it with [`Ring::data`]).
+    /// Receive: the provided buffer holding the data (read it with `Ring::data`).
     buf: Option<(u16, u32)>,
     /// The ring that produced it, and its number there: its buffer is readable only until the
     /// ring hands out the next completion.
@@ -37,76 +40,109 @@ pub struct Completion<T> {
     seq: u64,
 }
 
-impl<T: Copy> Ring<T> {
+/// The completion side of one ring.
+pub(super) struct Completions {
+    /// The ring's id, stamped on its completions and held buffers.
+    ring: u64,
+    /// CQEs copied out of the CQ, handed out one by one.
+    batch: Vec<cqueue::Entry>,
+    pos: usize,
+    /// The receive buffer lent by the last completion, with that completion's number.
+    lent: Option<(u16, u64)>,
+    /// Number of the last completion handed out.
+    seq: u64,
+    /// Zero-copy sends completed (notification received).
+    zc_sends: u64,
+}
+
+impl Completions {
+    pub fn new(ring: u64, capacity: usize) -> Self {
+        Self { ring, batch: Vec::with_capacity(capacity), pos: 0, lent: None, seq: 0, zc_sends: 0 }
+    }
+
+    /// CQEs already reaped and not yet handed out.
+    pub fn pending(&self) -> bool {
+        self.pos < self.batch.len()
+    }
+
+    pub fn zero_copy_sends(&self) -> u64 {
+        self.zc_sends
+    }
+
+    /// Give the buffer lent by the last completion back to the kernel.
+    pub fn give_back(&mut self, bufs: &mut BufRing) {
+        if let Some((bid, _)) = self.lent.take() {
+            bufs.give(bid);
+        }
+    }
+
     /// The next completion, or `None` once the CQ is empty. Gives back the receive buffer
-    /// lent by the previous one.
-    pub fn next_completion(&mut self) -> Option<Completion<T>> {
-        self.give_back_lent();
+    /// lent by the previous one. `zc`: zero-copy sends may be in flight.
+    pub fn next<T: Copy>(
+        &mut self,
+        uring: &mut Uring,
+        ops: &mut Slab<Slot<T>>,
+        bufs: &mut BufRing,
+        zc: bool,
+    ) -> Option<Completion<T>> {
+        self.give_back(bufs);
         loop {
-            if self.batch_pos >= self.batch.len() && !self.refill() {
+            if !self.pending() && !self.refill(uring) {
                 return None;
             }
-            let cqe = self.batch[self.batch_pos].clone();
-            self.batch_pos += 1;
-            if let Some(c) = self.complete(&cqe) {
+            let cqe = self.batch[self.pos].clone();
+            self.pos += 1;
+            if let Some(c) = self.complete(&cqe, ops, bufs, zc) {
                 return Some(c);
             }
         }
     }
 
-    /// The bytes a receive completion delivered: empty for any other completion, and for one
-    /// that is not the last completion this ring handed out (its buffer is back in the ring).
-    #[must_use]
-    pub fn data(&self, c: &Completion<T>) -> &[u8] {
-        match self.lent_by(c) {
-            Some((bid, len)) => self.bufs.slice(bid, len),
-            None => &[],
-        }
-    }
-
-    /// Keep the receive buffer of completion `c` (the one just handed out) out of the ring:
-    /// it is not given back at the next call, and its bytes can be sent as they are with
-    /// [`Ring::send_held`]. `None` if `c` carries no buffer (or is not the last completion
-    /// this ring handed out).
-    pub fn hold(&mut self, c: &Completion<T>) -> Option<HeldBuf> {
-        match self.lent_by(c) {
-            Some((bid, len)) if len > 0 => {
-                self.lent = None;
-                Some(HeldBuf { ring: self.id, bid, len, off: 0 })
-            }
-            _ => None,
-        }
-    }
-
     /// The buffer `c` lends, if `c` is this ring's last completion and lends one. A
     /// completion of another ring, or one kept past the next, is refused (and logged).
-    fn lent_by(&self, c: &Completion<T>) -> Option<(u16, u32)> {
+    pub fn lent_by<T>(&self, c: &Completion<T>) -> Option<(u16, u32)> {
         let (bid, len) = c.buf?;
-        if c.ring != self.id {
-            warn!("a completion of io_uring #{} was handed to io_uring #{}: refused", c.ring, self.id);
+        if c.ring != self.ring {
+            warn!("a completion of io_uring #{} was handed to io_uring #{}: refused", c.ring, self.ring);
             return None;
         }
         if self.lent != Some((bid, c.seq)) {
             warn!(
                 "io_uring #{}: completion {} read after the next one (its buffer is back in the ring)",
-                self.id, c.seq
+                self.ring, c.seq
             );
             return None;
         }
         Some((bid, len))
     }
 
-    fn refill(&mut self) -> bool {
+    /// Keep the buffer of `c` (this ring's last completion) out of the ring as a token.
+    pub fn hold<T>(&mut self, c: &Completion<T>) -> Option<HeldBuf> {
+        match self.lent_by(c) {
+            Some((bid, len)) if len > 0 => {
+                self.lent = None;
+                Some(HeldBuf { ring: self.ring, bid, len, off: 0 })
+            }
+            _ => None,
+        }
+    }
+
+    fn refill(&mut self, uring: &mut Uring) -> bool {
         self.batch.clear();
-        self.batch_pos = 0;
+        self.pos = 0;
         let cap = self.batch.capacity().max(1);
         let batch = &mut self.batch;
-        // Dropping the queue publishes the new head: the CQ space is free again at once.
-        self.uring.with_cq(|cq| batch.extend(cq.take(cap)));
+        uring.with_cq(|cq| batch.extend(cq.take(cap)));
         !self.batch.is_empty()
     }
 
-    fn complete(&mut self, cqe: &cqueue::Entry) -> Option<Completion<T>> {
+    fn complete<T: Copy>(
+        &mut self,
+        cqe: &cqueue::Entry,
+        ops: &mut Slab<Slot<T>>,
+        bufs: &mut BufRing,
+        zc: bool,
+    ) -> Option<Completion<T>> {
         let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
         let bid = cqueue::buffer_select(flags);
         if ud == UNTRACKED || ud == PROBE {
@@ -119,7 +155,7 @@ impl<T: Copy> Ring<T> {
         let mut more = cqueue::more(flags);
         let mut res = res;
         // Zero-copy sends only exist when enabled; otherwise no extra lookup per completion.
-        let zc_slot = if self.send_zc_min == usize::MAX { None } else { self.ops.get_mut(id) };
+        let zc_slot = if zc { ops.get_mut(id) } else { None };
         if let Some(slot) = zc_slot.filter(|s| s.kind == Kind::SendZc) {
             if cqueue::notif(flags) {
                 // The kernel is done with the buffer: now the send is over.
@@ -134,16 +170,16 @@ impl<T: Copy> Ring<T> {
             more = false;
         }
         let found = if more {
-            self.ops.get(id).map(|s| (s.kind, s.op, Owned::Nothing))
+            ops.get(id).map(|s| (s.kind, s.op, Owned::Nothing))
         } else {
-            self.ops.remove(id).map(|s| (s.kind, s.op, s.owned))
+            ops.remove(id).map(|s| (s.kind, s.op, s.owned))
         };
         let Some((kind, op, owned)) = found else {
             // Cannot happen (slots live until their final CQE); never read or keep its buffer.
             warn!("io_uring completion for an unknown request {ud:#x} (result {res})");
             if let Some(b) = bid {
-                if self.bufs.take(b) {
-                    self.bufs.give(b);
+                if bufs.take(b) {
+                    bufs.give(b);
                 }
             }
             return None;
@@ -153,7 +189,7 @@ impl<T: Copy> Ring<T> {
             TcpStream::from(unsafe { OwnedFd::from_raw_fd(res) })
         });
         self.seq += 1;
-        let buf = bid.and_then(|b| self.bufs.take(b).then_some((b, res.max(0) as u32)));
+        let buf = bid.and_then(|b| bufs.take(b).then_some((b, res.max(0) as u32)));
         self.lent = buf.map(|(b, _)| (b, self.seq));
         let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as u32) };
         let (sent, held) = match owned {
@@ -161,12 +197,6 @@ impl<T: Copy> Ring<T> {
             Owned::Held(h) => (None, Some(h)),
             Owned::Nothing | Owned::Addr(_) => (None, None),
         };
-        Some(Completion { id, op, result, more, accepted, sent, held, buf, ring: self.id, seq: self.seq })
-    }
-
-    pub(super) fn give_back_lent(&mut self) {
-        if let Some((bid, _)) = self.lent.take() {
-            self.bufs.give(bid);
-        }
+        Some(Completion { id, op, result, more, accepted, sent, held, buf, ring: self.ring, seq: self.seq })
     }
 }

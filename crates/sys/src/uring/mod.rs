@@ -1,11 +1,15 @@
 //! io_uring: one worker's ring, its op table and its provided-buffer ring, behind the safe
-//! API of [`Ring`]. Every `unsafe` a completion loop needs is in this module:
-//! - `submit.rs`: the ring itself (registered fd, submission with a batched wait);
+//! API of [`Ring`] (this file, a facade over the parts below). Every `unsafe` a completion
+//! loop needs is in this module:
+//! - `submit.rs`: the ring itself (registered fd, submission queue and backlog, enter);
 //! - `setup.rs`: setup flags with fallback, the opcode probe, the refusal message;
-//! - `ops.rs`: the op table and the requests (accept, receive, send, connect, ...);
-//! - `completion.rs`: completions, and the receive buffers they lend;
+//! - `ops.rs`: op-table entries and the submission entries of every request;
+//! - `completion.rs`: reaping completions, and the receive buffers they lend;
 //! - `bufring.rs`: the provided-buffer ring;
 //! - `tokens.rs`: what moves between the caller and the ring ([`SendBuf`], [`HeldBuf`]).
+//!
+//! The parts do not import this file: the facade composes them, so no module imports one
+//! that imports it back.
 //!
 //! # Ownership contract
 //! Every request the kernel holds is an entry of the op table, a generational slab whose key
@@ -31,7 +35,7 @@
 //! worker's ring, reads no bytes, and a held buffer given to another ring is refused (logged),
 //! so that such a mistake can never hand a buffer back to the kernel while it is in use.
 //!
-//! Requests whose completion nobody needs (cancellations, closes) carry `UNTRACKED` as
+//! Requests whose completion nobody needs (cancellations, closes) carry an untracked
 //! user_data and own nothing.
 
 mod bufring;
@@ -41,30 +45,26 @@ mod setup;
 mod submit;
 mod tokens;
 
-use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::types::CancelBuilder;
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::opcode;
 use tracing::{debug, warn};
 
 use crate::slab::Slab;
 use bufring::BufRing;
-use ops::Slot;
-use submit::Uring;
+use completion::Completions;
+use ops::{Kind, Owned, Slot};
+use submit::{Uring, Wait};
 
 pub use completion::Completion;
 pub use ops::OpId;
+pub use setup::SetupError;
 pub use tokens::{ForeignBuf, HeldBuf, SendBuf};
-
-/// user_data of requests whose completion is ignored.
-const UNTRACKED: u64 = u64::MAX;
-/// user_data of the start-up probe for multishot receive byte limits.
-const PROBE: u64 = u64::MAX - 1;
 
 /// How long an enter waits for a batch of completions before settling for fewer: long
 /// enough for a busy worker to gather requests into one system call, short against any
@@ -88,18 +88,6 @@ pub struct RingConfig {
     pub send_zc_min: usize,
 }
 
-/// Why a ring could not be set up.
-#[derive(Debug)]
-pub enum SetupError {
-    /// io_uring (or a feature the worker needs) is missing or forbidden: one line naming the
-    /// cause and `--backend epoll`.
-    Unavailable(String),
-    /// A size in the configuration is out of range.
-    Invalid(String),
-    /// Anything else.
-    Io(io::Error),
-}
-
 /// One worker's io_uring. Not `Send`: the ring is single-issuer and its registered fd is only
 /// valid in the thread that created it.
 pub struct Ring<T: Copy> {
@@ -107,17 +95,9 @@ pub struct Ring<T: Copy> {
     uring: Uring,
     bufs: BufRing,
     ops: Slab<Slot<T>>,
-    /// Entries that did not fit in a full submission queue (kept in order).
-    backlog: VecDeque<squeue::Entry>,
-    /// Completions copied out of the CQ, handed out one by one.
-    batch: Vec<cqueue::Entry>,
-    batch_pos: usize,
-    /// The receive buffer lent by the last completion, with that completion's number.
-    lent: Option<(u16, u64)>,
+    done: Completions,
     /// This ring's id, stamped on its completions and held buffers.
     id: u64,
-    /// Number of the last completion handed out.
-    seq: u64,
     /// The kernel caps multishot receives at a byte count (Linux 6.17+).
     recv_limit: bool,
     /// The kernel takes a minimum wait time with a completion count (Linux 6.12+).
@@ -126,8 +106,6 @@ pub struct Ring<T: Copy> {
     sends_queued: u32,
     /// Sends of at least this many bytes go zero-copy (`usize::MAX`: never).
     send_zc_min: usize,
-    /// Zero-copy sends completed (notification received).
-    zc_sends: u64,
     info: String,
     _single_thread: PhantomData<*const ()>,
 }
@@ -187,22 +165,18 @@ impl<T: Copy> Ring<T> {
             if min_timeout { "supported" } else { "unsupported" },
             if send_zc_min == usize::MAX { "off".to_string() } else { format!("from {send_zc_min} B") },
         );
-        let batch = Vec::with_capacity(params.cq_entries() as usize);
+        let id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
+        let done = Completions::new(id, params.cq_entries() as usize);
         Ok(Self {
             uring,
             bufs,
             ops: Slab::new(),
-            backlog: VecDeque::new(),
-            batch,
-            batch_pos: 0,
-            lent: None,
-            id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
-            seq: 0,
+            done,
+            id,
             recv_limit,
             min_timeout,
             sends_queued: 0,
             send_zc_min,
-            zc_sends: 0,
             info,
             _single_thread: PhantomData,
         })
@@ -217,7 +191,7 @@ impl<T: Copy> Ring<T> {
     /// Zero-copy sends completed so far.
     #[must_use]
     pub fn zero_copy_sends(&self) -> u64 {
-        self.zc_sends
+        self.done.zero_copy_sends()
     }
 
     /// Requests in flight (including queued ones), not counting untracked ones.
@@ -232,19 +206,185 @@ impl<T: Copy> Ring<T> {
         self.recv_limit
     }
 
+    /// Queue a multishot accept on `listener`; accepted sockets are blocking and close-on-exec.
+    pub fn accept_multi(&mut self, listener: &TcpListener, op: T) -> OpId {
+        let id = self.ops.insert(Slot::new(Kind::Accept, op, Owned::Nothing));
+        // SAFETY: no pointer in an accept (the peer address is not asked for).
+        unsafe { self.uring.push(ops::accept_multi(listener.as_raw_fd()).user_data(id.to_u64())) };
+        id
+    }
+
+    /// Queue a multishot receive into the provided-buffer ring. With `limit` > 0 (and a
+    /// kernel that supports it) the receive ends, without F_MORE, once it has delivered that
+    /// many bytes: backpressure without the completions already queued overshooting it.
+    pub fn recv_multi(&mut self, stream: &TcpStream, op: T, limit: u32) -> OpId {
+        let id = self.ops.insert(Slot::new(Kind::Recv, op, Owned::Nothing));
+        let limit = (self.recv_limit && limit > 0).then_some(limit);
+        let e = ops::recv_multi(stream.as_raw_fd(), limit).user_data(id.to_u64());
+        // SAFETY: no pointer: the kernel picks buffers of the registered buffer ring, which
+        // lives as long as the ring (and is leaked if requests outlive the drop's wait).
+        unsafe { self.uring.push(e) };
+        id
+    }
+
+    /// Queue a send of `buf.pending()`; the ring owns `buf` until the final completion, which
+    /// hands it back in [`Completion::sent`].
+    pub fn send(&mut self, stream: &TcpStream, buf: SendBuf, op: T) -> OpId {
+        let zc = buf.len() >= self.send_zc_min;
+        let kind = if zc { Kind::SendZc } else { Kind::Send };
+        let id = self.ops.insert(Slot::new(kind, op, Owned::Send(buf)));
+        let pending = match self.ops.get(id).map(|s| &s.owned) {
+            Some(Owned::Send(b)) => b.pending(),
+            _ => &[],
+        };
+        let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+        let e = ops::send(stream.as_raw_fd(), pending.as_ptr(), len, zc).user_data(id.to_u64());
+        // SAFETY: the pointer targets the heap block of the Vec in this request's op-table
+        // entry, which does not move when the entry does, and nothing mutates or frees it
+        // before the final completion (for a zero-copy send, the notification that the kernel
+        // no longer reads it), which is when the entry gives it back.
+        unsafe { self.uring.push(e) };
+        self.sends_queued = self.sends_queued.saturating_add(1);
+        id
+    }
+
+    /// Keep the receive buffer of completion `c` (the one just handed out) out of the ring:
+    /// it is not given back at the next call, and its bytes can be sent as they are with
+    /// [`Ring::send_held`]. `None` if `c` carries no buffer, or is not the last completion
+    /// this ring handed out.
+    pub fn hold(&mut self, c: &Completion<T>) -> Option<HeldBuf> {
+        self.done.hold(c)
+    }
+
+    /// Queue a send of the unsent bytes of a held receive buffer; the request owns it until
+    /// the final completion, which hands it back in [`Completion::held`]. A buffer another
+    /// ring lent is refused.
+    pub fn send_held(&mut self, stream: &TcpStream, held: HeldBuf, op: T) -> Result<OpId, ForeignBuf> {
+        self.check_owner(&held)?;
+        let (bid, len, off) = (held.bid, held.len, held.off as usize);
+        let id = self.ops.insert(Slot::new(Kind::Send, op, Owned::Held(held)));
+        let pending = self.bufs.slice(bid, len).get(off..).unwrap_or(&[]);
+        let e = ops::send(stream.as_raw_fd(), pending.as_ptr(), pending.len() as u32, false).user_data(id.to_u64());
+        // SAFETY: the pointer targets a buffer of this ring's buffer ring that is lent to us
+        // (checked above: this ring lent it) and owned by this request's entry: the kernel
+        // cannot pick it for a receive, and nothing gives it back before the final completion.
+        unsafe { self.uring.push(e) };
+        self.sends_queued = self.sends_queued.saturating_add(1);
+        Ok(id)
+    }
+
+    /// Give a held receive buffer back to the kernel. A buffer another ring lent is refused
+    /// (and stays out of both rings).
+    pub fn release(&mut self, held: HeldBuf) -> Result<(), ForeignBuf> {
+        self.check_owner(&held)?;
+        self.bufs.give(held.bid);
+        Ok(())
+    }
+
+    fn check_owner(&self, held: &HeldBuf) -> Result<(), ForeignBuf> {
+        if held.ring == self.id {
+            return Ok(());
+        }
+        let e = ForeignBuf { owner: held.ring, ring: self.id };
+        warn!("{e}");
+        Err(e)
+    }
+
+    /// Queue a connect of `stream` to `addr` (the address lives in the request's entry).
+    pub fn connect(&mut self, stream: &TcpStream, addr: SocketAddr, op: T) -> OpId {
+        let addr = Box::new(socket2::SockAddr::from(addr));
+        let e = ops::connect(stream.as_raw_fd(), &addr);
+        let id = self.ops.insert(Slot::new(Kind::Connect, op, Owned::Addr(addr)));
+        // SAFETY: the address is boxed in this request's op-table entry (the box does not move
+        // with the entry) until the final completion.
+        unsafe { self.uring.push(e.user_data(id.to_u64())) };
+        id
+    }
+
+    /// Queue a one-shot poll for readability (the wake-up eventfd).
+    pub fn poll_readable(&mut self, fd: &impl AsRawFd, op: T) -> OpId {
+        let id = self.ops.insert(Slot::new(Kind::Poll, op, Owned::Nothing));
+        // SAFETY: no pointer in a poll.
+        unsafe { self.uring.push(ops::poll_readable(fd.as_raw_fd()).user_data(id.to_u64())) };
+        id
+    }
+
+    /// Ask the kernel to cancel a request; its final completion (usually ECANCELED) follows.
+    pub fn cancel(&mut self, id: OpId) {
+        if self.ops.get(id).is_some() {
+            // SAFETY: no pointer in a cancel.
+            unsafe { self.uring.push(ops::cancel(id.to_u64())) };
+        }
+    }
+
+    /// Close a descriptor through the ring (no system call of its own). Call it once no
+    /// request uses the descriptor any more, or the socket stays open until they end.
+    pub fn close(&mut self, fd: impl Into<OwnedFd>) {
+        // SAFETY: no pointer in a close; the descriptor is ours to close (taken from its owner).
+        unsafe { self.uring.push(ops::close(fd.into().into_raw_fd())) };
+    }
+
+    /// The bytes a receive completion delivered: empty for any other completion, and for one
+    /// that is not the last completion this ring handed out (its buffer is back in the ring).
+    #[must_use]
+    pub fn data(&self, c: &Completion<T>) -> &[u8] {
+        match self.done.lent_by(c) {
+            Some((bid, len)) => self.bufs.slice(bid, len),
+            None => &[],
+        }
+    }
+
+    /// The next completion, or `None` once the CQ is empty. Gives back the receive buffer
+    /// lent by the previous one.
+    pub fn next_completion(&mut self) -> Option<Completion<T>> {
+        let zc = self.send_zc_min != usize::MAX;
+        self.done.next(&mut self.uring, &mut self.ops, &mut self.bufs, zc)
+    }
+
+    /// Submit everything queued and wait up to `max_wait` for completions (not at all when
+    /// zero, or when queued work or unread completions remain). One `io_uring_enter`.
+    ///
+    /// With `batch` > 1 (and IORING_FEAT_MIN_TIMEOUT, Linux 6.12) the wait is for `batch`
+    /// completions beyond those of the sends just submitted (sends that fit in the socket
+    /// buffer complete during the submit), for at most [`BATCH_WAIT`], after which any one
+    /// completion ends it. Otherwise the first completion ends it: a min-wait costs a timer
+    /// (a VM exit on virtual machines), worth paying only when it saves wake-ups.
+    pub fn enter(&mut self, max_wait: Duration, batch: u32) -> io::Result<()> {
+        self.done.give_back(&mut self.bufs);
+        self.uring.flush_backlog();
+        let busy = self.done.pending() || self.uring.backlogged();
+        let sends = std::mem::take(&mut self.sends_queued);
+        let wait = (!busy && !max_wait.is_zero()).then(|| {
+            if self.min_timeout && batch > 1 {
+                Wait { timeout: max_wait, min_complete: sends.saturating_add(batch), min_wait: BATCH_WAIT }
+            } else {
+                Wait { timeout: max_wait, min_complete: 1, min_wait: Duration::ZERO }
+            }
+        });
+        match self.uring.enter(wait, true) {
+            Ok(()) => Ok(()),
+            // Timeout, signal, or CQ overflow / no resources for submission: the caller drains
+            // completions and enters again; unsubmitted entries stay queued.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Submit what is still queued (closes, cancels), then cancel everything in flight and
     /// reap completions until nothing is left (bounded). True when nothing is left.
     fn quiesce(&mut self) -> bool {
-        self.give_back_lent();
+        self.done.give_back(&mut self.bufs);
         let end = Instant::now() + QUIESCE;
         let mut asked = false;
         loop {
-            let queued = !self.backlog.is_empty() || !self.uring.sq_is_empty();
-            if (self.ops.is_empty() && !queued) || Instant::now() >= end {
+            if (self.ops.is_empty() && self.uring.idle()) || Instant::now() >= end {
                 break;
             }
-            if !asked && !self.ops.is_empty() && self.backlog.is_empty() {
-                self.push(opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(UNTRACKED));
+            if !asked && !self.ops.is_empty() && !self.uring.backlogged() {
+                // SAFETY: no pointer in a cancel.
+                unsafe { self.uring.push(ops::cancel_all()) };
                 asked = true;
             }
             let wait = if self.ops.is_empty() { Duration::ZERO } else { Duration::from_millis(10) };
@@ -255,11 +395,11 @@ impl<T: Copy> Ring<T> {
             while let Some(c) = self.next_completion() {
                 drop(c);
             }
-            if !self.backlog.is_empty() {
+            if self.uring.backlogged() {
                 asked = false; // cancel again once the rest is submitted
             }
         }
-        self.give_back_lent();
+        self.done.give_back(&mut self.bufs);
         self.ops.is_empty()
     }
 }

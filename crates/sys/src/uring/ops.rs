@@ -1,19 +1,25 @@
-//! The op table and the requests a worker queues: what the kernel is asked to do, and the
-//! memory each request owns until its final completion (module docs of [`super`]).
+//! The op table's entries (what each request is, and the memory it owns until its final
+//! completion) and the submission entries for every request a worker makes.
+//!
+//! The builders only describe requests; pointers in them are made valid by the caller, which
+//! keeps the memory in the request's op-table entry (see the `uring` module docs).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::RawFd;
 
-use io_uring::types::Fd;
+use io_uring::types::{CancelBuilder, Fd};
 use io_uring::{opcode, squeue};
-use tracing::warn;
 
 use super::bufring::BGID;
-use super::{ForeignBuf, HeldBuf, Ring, SendBuf, UNTRACKED};
+use super::tokens::{HeldBuf, SendBuf};
 use crate::slab::Key;
 
 /// Identifies one request in flight: its user_data (op-table slot and generation).
 pub type OpId = Key;
+
+/// user_data of requests whose completion is ignored (cancellations, closes).
+pub(super) const UNTRACKED: u64 = u64::MAX;
+/// user_data of the start-up probe for multishot receive byte limits.
+pub(super) const PROBE: u64 = u64::MAX - 1;
 
 /// What the kernel does for a request (the caller's `T` says what it is for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +46,7 @@ pub(super) enum Owned {
     Addr(#[allow(dead_code)] Box<socket2::SockAddr>),
 }
 
+/// One entry of the op table.
 pub(super) struct Slot<T> {
     pub kind: Kind,
     pub op: T,
@@ -50,129 +57,63 @@ pub(super) struct Slot<T> {
 }
 
 impl<T> Slot<T> {
-    fn new(kind: Kind, op: T, owned: Owned) -> Self {
+    pub fn new(kind: Kind, op: T, owned: Owned) -> Self {
         Self { kind, op, owned, zc_result: None }
     }
 }
 
-impl<T: Copy> Ring<T> {
-    /// Queue a multishot accept on `listener`; accepted sockets are blocking and close-on-exec.
-    pub fn accept_multi(&mut self, listener: &TcpListener, op: T) -> OpId {
-        let id = self.ops.insert(Slot::new(Kind::Accept, op, Owned::Nothing));
-        let e = opcode::AcceptMulti::new(Fd(listener.as_raw_fd())).flags(libc::SOCK_CLOEXEC).build();
-        self.push(e.user_data(id.to_u64()));
-        id
-    }
+/// A multishot accept; accepted sockets are blocking and close-on-exec.
+pub(super) fn accept_multi(listener: RawFd) -> squeue::Entry {
+    opcode::AcceptMulti::new(Fd(listener)).flags(libc::SOCK_CLOEXEC).build()
+}
 
-    /// Queue a multishot receive into the provided-buffer ring. With `limit` > 0 (and a
-    /// kernel that supports it) the receive ends, without F_MORE, once it has delivered that
-    /// many bytes: backpressure without the completions already queued overshooting it.
-    pub fn recv_multi(&mut self, stream: &TcpStream, op: T, limit: u32) -> OpId {
-        let id = self.ops.insert(Slot::new(Kind::Recv, op, Owned::Nothing));
-        let mut e = opcode::RecvMulti::new(Fd(stream.as_raw_fd()), BGID).build();
-        if self.recv_limit && limit > 0 {
-            e = with_optlen(e, limit);
-        }
-        self.push(e.user_data(id.to_u64()));
-        id
+/// A multishot receive into the provided-buffer ring, ending after `limit` bytes if given.
+pub(super) fn recv_multi(fd: RawFd, limit: Option<u32>) -> squeue::Entry {
+    let e = opcode::RecvMulti::new(Fd(fd), BGID).build();
+    match limit {
+        Some(n) => with_optlen(e, n),
+        None => e,
     }
+}
 
-    /// Queue a send of `buf.pending()`; the ring owns `buf` until the final completion, which
-    /// hands it back in [`Completion::sent`](super::Completion::sent).
-    pub fn send(&mut self, stream: &TcpStream, buf: SendBuf, op: T) -> OpId {
-        let kind = if buf.len() >= self.send_zc_min { Kind::SendZc } else { Kind::Send };
-        let id = self.ops.insert(Slot::new(kind, op, Owned::Send(buf)));
-        let pending = match self.ops.get(id).map(|s| &s.owned) {
-            Some(Owned::Send(b)) => b.pending(),
-            _ => &[],
-        };
-        let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
-        // The pointer targets the Vec's heap block, which does not move when the slot does,
-        // and nothing can mutate or free it before the final completion (module docs; for a
-        // zero-copy send that is the notification, after which the kernel no longer reads it).
-        let fd = Fd(stream.as_raw_fd());
-        let e = if kind == Kind::SendZc {
-            opcode::SendZc::new(fd, pending.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
-        } else {
-            opcode::Send::new(fd, pending.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
-        };
-        self.push(e.user_data(id.to_u64()));
-        self.sends_queued = self.sends_queued.saturating_add(1);
-        id
+/// A send (zero-copy if `zc`) of `len` bytes at `ptr`, without SIGPIPE.
+pub(super) fn send(fd: RawFd, ptr: *const u8, len: u32, zc: bool) -> squeue::Entry {
+    if zc {
+        opcode::SendZc::new(Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()
+    } else {
+        opcode::Send::new(Fd(fd), ptr, len).flags(libc::MSG_NOSIGNAL).build()
     }
+}
 
-    /// Queue a send of the unsent bytes of a held receive buffer; the request owns it until
-    /// the final completion, which hands it back in
-    /// [`Completion::held`](super::Completion::held). A buffer another ring lent is refused.
-    pub fn send_held(&mut self, stream: &TcpStream, held: HeldBuf, op: T) -> Result<OpId, ForeignBuf> {
-        self.check_owner(&held)?;
-        let (bid, len, off) = (held.bid, held.len, held.off as usize);
-        let id = self.ops.insert(Slot::new(Kind::Send, op, Owned::Held(held)));
-        let data = self.bufs.slice(bid, len);
-        let pending = data.get(off..).unwrap_or(&[]);
-        // The buffer is lent to us and owned by this request's entry: the kernel cannot pick
-        // it for a receive, and nothing gives it back before the final completion.
-        let e = opcode::Send::new(Fd(stream.as_raw_fd()), pending.as_ptr(), pending.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build();
-        self.push(e.user_data(id.to_u64()));
-        self.sends_queued = self.sends_queued.saturating_add(1);
-        Ok(id)
-    }
+/// A connect to the address `addr` points to.
+pub(super) fn connect(fd: RawFd, addr: &socket2::SockAddr) -> squeue::Entry {
+    opcode::Connect::new(Fd(fd), addr.as_ptr().cast::<libc::sockaddr>(), addr.len()).build()
+}
 
-    /// Give a held receive buffer back to the kernel. A buffer another ring lent is refused
-    /// (and stays out of both rings).
-    pub fn release(&mut self, held: HeldBuf) -> Result<(), ForeignBuf> {
-        self.check_owner(&held)?;
-        self.bufs.give(held.bid);
-        Ok(())
-    }
+/// A one-shot poll for readability.
+pub(super) fn poll_readable(fd: RawFd) -> squeue::Entry {
+    opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build()
+}
 
-    fn check_owner(&self, held: &HeldBuf) -> Result<(), ForeignBuf> {
-        if held.ring == self.id {
-            return Ok(());
-        }
-        let e = ForeignBuf { owner: held.ring, ring: self.id };
-        warn!("{e}");
-        Err(e)
-    }
+/// Cancel the request with user_data `target` (untracked itself).
+pub(super) fn cancel(target: u64) -> squeue::Entry {
+    opcode::AsyncCancel::new(target).build().user_data(UNTRACKED)
+}
 
-    /// Queue a connect of `stream` to `addr` (the address lives in the request's entry).
-    pub fn connect(&mut self, stream: &TcpStream, addr: SocketAddr, op: T) -> OpId {
-        let addr = Box::new(socket2::SockAddr::from(addr));
-        let (ptr, len) = (addr.as_ptr().cast::<libc::sockaddr>(), addr.len());
-        let id = self.ops.insert(Slot::new(Kind::Connect, op, Owned::Addr(addr)));
-        self.push(opcode::Connect::new(Fd(stream.as_raw_fd()), ptr, len).build().user_data(id.to_u64()));
-        id
-    }
+/// Cancel every request of the ring (untracked itself).
+pub(super) fn cancel_all() -> squeue::Entry {
+    opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(UNTRACKED)
+}
 
-    /// Queue a one-shot poll for readability (the wake-up eventfd).
-    pub fn poll_readable(&mut self, fd: &impl AsRawFd, op: T) -> OpId {
-        let id = self.ops.insert(Slot::new(Kind::Poll, op, Owned::Nothing));
-        let e = opcode::PollAdd::new(Fd(fd.as_raw_fd()), libc::POLLIN as u32).build();
-        self.push(e.user_data(id.to_u64()));
-        id
-    }
-
-    /// Ask the kernel to cancel a request; its final completion (usually ECANCELED) follows.
-    pub fn cancel(&mut self, id: OpId) {
-        if self.ops.get(id).is_some() {
-            self.push(opcode::AsyncCancel::new(id.to_u64()).build().user_data(UNTRACKED));
-        }
-    }
-
-    /// Close a descriptor through the ring (no system call of its own). Call it once no
-    /// request uses the descriptor any more, or the socket stays open until they end.
-    pub fn close(&mut self, fd: impl Into<OwnedFd>) {
-        let raw = fd.into().into_raw_fd();
-        self.push(opcode::Close::new(Fd(raw)).build().user_data(UNTRACKED));
-    }
+/// Close a descriptor (untracked).
+pub(super) fn close(fd: RawFd) -> squeue::Entry {
+    opcode::Close::new(Fd(fd)).build().user_data(UNTRACKED)
 }
 
 /// Set the `optlen` field of an SQE: for a multishot receive, its total byte limit (Linux
 /// 6.17). Hand-written because io-uring 0.7 has no API for it: `RecvMulti` sets only `len`,
 /// the per-buffer cap, and no opcode builder for receives touches `optlen`.
-pub(super) fn with_optlen(e: squeue::Entry, value: u32) -> squeue::Entry {
+fn with_optlen(e: squeue::Entry, value: u32) -> squeue::Entry {
     const OPTLEN: usize = 44; // offsetof(struct io_uring_sqe, optlen)
                               // SAFETY: `squeue::Entry` is a `#[repr(C)]` wrapper of the 64-byte `struct io_uring_sqe`
                               // (transmute checks the size), which has no padding and is built from a zeroed value, so
@@ -195,7 +136,8 @@ mod tests {
     #[test]
     fn optlen_lands_where_the_crate_puts_it() {
         let reference = opcode::SetSockOpt::new(Fd(3), 1, 2, std::ptr::null(), 0x1234_5678).build();
-        let ours = with_optlen(opcode::RecvMulti::new(Fd(3), BGID).build(), 0x1234_5678);
+        let ours = recv_multi(3, Some(0x1234_5678));
         assert_eq!(bytes(reference)[44..48], bytes(ours)[44..48]);
+        assert_eq!(bytes(recv_multi(3, None))[44..48], [0; 4], "no limit: the field stays zero");
     }
 }

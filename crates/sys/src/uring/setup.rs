@@ -5,14 +5,23 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use io_uring::types::Fd;
 use io_uring::{cqueue, opcode, IoUring, Probe};
 
-use super::bufring::BGID;
-use super::ops::with_optlen;
-use super::submit::{drain, Uring, Wait};
-use super::{SetupError, PROBE, UNTRACKED};
+use super::ops::{self, PROBE};
+use super::submit::{Uring, Wait};
 use crate::count_syscall;
+
+/// Why a ring could not be set up.
+#[derive(Debug)]
+pub enum SetupError {
+    /// io_uring (or a feature the worker needs) is missing or forbidden: one line naming the
+    /// cause and `--backend epoll`.
+    Unavailable(String),
+    /// A size in the configuration is out of range.
+    Invalid(String),
+    /// Anything else.
+    Io(io::Error),
+}
 
 /// Opcodes the worker uses; a kernel lacking one is refused up front rather than failing on
 /// the first request.
@@ -122,28 +131,27 @@ fn eperm_cause() -> String {
 pub(super) fn probe_recv_limit(uring: &mut Uring) -> bool {
     count_syscall();
     let Ok((a, _b)) = std::os::unix::net::UnixStream::pair() else { return false };
-    let e = with_optlen(opcode::RecvMulti::new(Fd(a.as_raw_fd()), BGID).build(), 1).user_data(PROBE);
+    let e = ops::recv_multi(a.as_raw_fd(), Some(1)).user_data(PROBE);
     // SAFETY: the entry carries no pointer (the buffers come from the registered ring).
-    if !uring.with_sq(|sq| unsafe { sq.push(&e) }.is_ok()) || uring.enter(None, true).is_err() {
+    unsafe { uring.push(e) };
+    if uring.backlogged() || uring.enter(None, true).is_err() {
         return false;
     }
     let mut armed = true;
     let mut supported = true;
-    for cqe in drain(uring) {
+    for cqe in uring.drain() {
         if cqe.user_data() == PROBE {
             armed = cqueue::more(cqe.flags());
             supported &= cqe.result() != -libc::EINVAL;
         }
     }
     if armed {
-        let cancel = opcode::AsyncCancel::new(PROBE).build().user_data(UNTRACKED);
         // SAFETY: no pointer in a cancel request.
-        if uring.with_sq(|sq| unsafe { sq.push(&cancel) }.is_ok()) {
-            let wait = Wait { timeout: Duration::from_millis(100), min_complete: 1, min_wait: Duration::ZERO };
-            let _ = uring.enter(Some(wait), true);
-        }
-        // Whatever is left (the cancelled receive) is ignored by `complete` as PROBE.
-        drain(uring);
+        unsafe { uring.push(ops::cancel(PROBE)) };
+        let wait = Wait { timeout: Duration::from_millis(100), min_complete: 1, min_wait: Duration::ZERO };
+        let _ = uring.enter(Some(wait), true);
+        // Whatever is left (the cancelled receive) is ignored, as PROBE, by the completions.
+        uring.drain();
     }
     supported
 }

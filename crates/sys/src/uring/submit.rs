@@ -1,6 +1,7 @@
 //! The ring itself and the way into the kernel: the registered ring fd, the submission queue
-//! (with a backlog for when it is full) and the one `io_uring_enter` per loop iteration.
+//! (with a backlog for when it is full) and `io_uring_enter`.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -8,7 +9,6 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, squeue, CompletionQueue, EnterFlags, IoUring, SubmissionQueue, Submitter};
 use tracing::debug;
 
-use super::{Ring, BATCH_WAIT};
 use crate::count_syscall;
 
 type SubmitterOf<'a> = Submitter<'a>;
@@ -40,6 +40,8 @@ pub(super) struct Wait {
 /// [`Uring::with_sq`] and [`Uring::with_cq`], which take `&mut self`.
 pub(super) struct Uring {
     cell: Cell,
+    /// Entries that did not fit in a full submission queue (kept in order).
+    backlog: VecDeque<squeue::Entry>,
     /// The ring fd is registered for this thread (no fd lookup per enter).
     registered: bool,
 }
@@ -56,7 +58,7 @@ impl Uring {
                 false
             }
         };
-        Self { cell, registered }
+        Self { cell, backlog: VecDeque::new(), registered }
     }
 
     pub fn ring(&self) -> &IoUring {
@@ -82,7 +84,7 @@ impl Uring {
     }
 
     /// Run `f` on the submission queue (its new tail is published when `f` returns).
-    pub fn with_sq<R>(&mut self, f: impl FnOnce(&mut SubmissionQueue<'_>) -> R) -> R {
+    fn with_sq<R>(&mut self, f: impl FnOnce(&mut SubmissionQueue<'_>) -> R) -> R {
         // SAFETY: `&mut self` guarantees that no other submission queue of this ring exists
         // while `f` runs (the ring is reached only through `Uring`, which hands out queues only
         // here, and `f` cannot reach `self`), and the queue does not outlive this call.
@@ -90,15 +92,61 @@ impl Uring {
         f(&mut sq)
     }
 
-    /// Run `f` on the completion queue (its new head is published when `f` returns).
+    /// Run `f` on the completion queue (its new head is published when `f` returns, so the
+    /// space of the entries taken is free again at once).
     pub fn with_cq<R>(&mut self, f: impl FnOnce(&mut CompletionQueue<'_>) -> R) -> R {
         // SAFETY: as in `with_sq`, for the completion queue.
         let mut cq = unsafe { self.ring().completion_shared() };
         f(&mut cq)
     }
 
-    pub fn sq_is_empty(&mut self) -> bool {
-        self.with_sq(|sq| sq.is_empty())
+    /// Nothing is queued for the kernel, in the submission queue or the backlog.
+    pub fn idle(&mut self) -> bool {
+        self.backlog.is_empty() && self.with_sq(|sq| sq.is_empty())
+    }
+
+    pub fn backlogged(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Queue an entry; when the submission queue is full, submit it (no wait) and retry once,
+    /// then keep the entry in the backlog (in order) until there is room.
+    ///
+    /// # Safety
+    /// Whatever `e` points to (a buffer, an address) must stay valid, and a buffer the kernel
+    /// writes must not be read or written by anyone else, until the request's final
+    /// completion has been reaped.
+    pub unsafe fn push(&mut self, e: squeue::Entry) {
+        if self.backlog.is_empty() {
+            if self.try_push(&e) {
+                return;
+            }
+            match self.enter(None, false) {
+                Ok(()) if self.try_push(&e) => return,
+                Ok(()) => {}
+                Err(err) => debug!("io_uring submit with a full SQ: {err}"),
+            }
+        }
+        self.backlog.push_back(e);
+    }
+
+    /// Move backlogged entries into the submission queue while there is room.
+    pub fn flush_backlog(&mut self) {
+        while let Some(e) = self.backlog.front() {
+            let e = e.clone();
+            if !self.try_push(&e) {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    fn try_push(&mut self, e: &squeue::Entry) -> bool {
+        self.with_sq(|sq| {
+            // SAFETY: every entry reaches the queue through `push`, whose caller vouched for
+            // what the entry points to.
+            unsafe { sq.push(e) }.is_ok()
+        })
     }
 
     /// Submit what is queued; with `wait`, block as it says. With `getevents` (implied by
@@ -125,77 +173,9 @@ impl Uring {
             None => sub.submit().map(drop),
         }
     }
-}
 
-impl<T: Copy> Ring<T> {
-    /// Submit everything queued and wait up to `max_wait` for completions (not at all when
-    /// zero, or when queued work or unread completions remain). One `io_uring_enter`.
-    ///
-    /// With `batch` > 1 (and IORING_FEAT_MIN_TIMEOUT, Linux 6.12) the wait is for `batch`
-    /// completions beyond those of the sends just submitted (sends that fit in the socket
-    /// buffer complete during the submit), for at most [`BATCH_WAIT`], after which any one
-    /// completion ends it. Otherwise the first completion ends it: a min-wait costs a timer
-    /// (a VM exit on virtual machines), worth paying only when it saves wake-ups.
-    pub fn enter(&mut self, max_wait: Duration, batch: u32) -> io::Result<()> {
-        self.give_back_lent();
-        self.flush_backlog();
-        let busy = self.batch_pos < self.batch.len() || !self.backlog.is_empty();
-        let sends = std::mem::take(&mut self.sends_queued);
-        let wait = (!busy && !max_wait.is_zero()).then(|| {
-            if self.min_timeout && batch > 1 {
-                Wait { timeout: max_wait, min_complete: sends.saturating_add(batch), min_wait: BATCH_WAIT }
-            } else {
-                Wait { timeout: max_wait, min_complete: 1, min_wait: Duration::ZERO }
-            }
-        });
-        match self.uring.enter(wait, true) {
-            Ok(()) => Ok(()),
-            // Timeout, signal, or CQ overflow / no resources for submission: the caller drains
-            // completions and enters again; unsubmitted entries stay queued.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+    /// The completions waiting in the CQ right now (for the set-up probe).
+    pub fn drain(&mut self) -> Vec<cqueue::Entry> {
+        self.with_cq(|cq| cq.collect())
     }
-
-    pub(super) fn push(&mut self, e: squeue::Entry) {
-        if self.backlog.is_empty() {
-            if self.try_push(&e) {
-                return;
-            }
-            // SQ full: submit what is queued (no wait) and retry once.
-            match self.uring.enter(None, false) {
-                Ok(()) if self.try_push(&e) => return,
-                Ok(()) => {}
-                Err(err) => debug!("io_uring submit with a full SQ: {err}"),
-            }
-        }
-        self.backlog.push_back(e);
-    }
-
-    fn try_push(&mut self, e: &squeue::Entry) -> bool {
-        self.uring.with_sq(|sq| {
-            // SAFETY: entries are built only by this module. What they point to is owned by
-            // their op-table slot (send buffers, connect addresses) or is a buffer of the
-            // buffer ring (receives; sends of a held buffer, which their slot owns), all of
-            // which outlive the request (module docs of `uring`); the others carry no pointer.
-            unsafe { sq.push(e) }.is_ok()
-        })
-    }
-
-    fn flush_backlog(&mut self) {
-        while let Some(e) = self.backlog.front() {
-            let e = e.clone();
-            if !self.try_push(&e) {
-                break;
-            }
-            self.backlog.pop_front();
-        }
-    }
-}
-
-/// The completions waiting in the CQ right now (for the set-up probe).
-pub(super) fn drain(uring: &mut Uring) -> Vec<cqueue::Entry> {
-    uring.with_cq(|cq| cq.collect())
 }
