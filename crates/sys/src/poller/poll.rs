@@ -58,8 +58,8 @@ impl Poll {
     }
 
     /// The pollfd array as the kernel will see it (for tests of the adapter).
-    #[must_use]
-    pub fn entries(&self) -> &[libc::pollfd] {
+    #[cfg(test)]
+    fn entries(&self) -> &[libc::pollfd] {
         &self.fds
     }
 }
