@@ -1,4 +1,5 @@
 //! `ringpoll serve | load | compare`: the command line, nothing more.
+#![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -9,6 +10,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use ringpoll_proto::units::parse_duration;
 use ringpoll_server::{Backend, Config, Counters, Mode, Server};
+use ringpoll_sys::rlimit::raise_nofile_limit;
+use ringpoll_sys::signals::{self, Repeat};
 
 #[derive(Parser)]
 #[command(name = "ringpoll", version, about = "Thread-per-core TCP server, load generator and I/O-model benchmark")]
@@ -195,10 +198,10 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(&args)?;
-    if let Err(e) = ringpoll_server::sys::raise_nofile_limit() {
+    if let Err(e) = raise_nofile_limit() {
         tracing::warn!("could not raise the open-file limit: {e}");
     }
-    ringpoll_server::signals::block_shutdown_signals().context("blocking SIGINT/SIGTERM")?;
+    signals::block_termination_signals().context("blocking SIGINT/SIGTERM")?;
     let server = Server::start(cfg)?;
     {
         let mut out = std::io::stdout().lock();
@@ -219,7 +222,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "metrics on http://{bound}/metrics")?;
         out.flush()?;
     }
-    ringpoll_server::signals::spawn_signal_thread(server.shutdown_handle()).context("starting the signal thread")?;
+    let shutdown = server.shutdown_handle();
+    let stop = move |sig: &str| {
+        tracing::info!("{sig}: stopping (finishing in-flight work; send again to exit at once)");
+        shutdown.trigger();
+    };
+    signals::spawn_signal_thread(stop, Repeat { ignore_within: Duration::ZERO, exit_code: 1 })
+        .context("starting the signal thread")?;
     let backend = cfg.backend.name();
     let per_worker = server.join()?;
     for (i, c) in per_worker.iter().enumerate() {

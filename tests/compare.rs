@@ -55,3 +55,12 @@ fn unknown_backend_is_refused_with_the_list() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("available: epoll"), "{err}");
 }
+
+#[test]
+fn compare_knows_the_servers_backends_and_its_other_relay_mode() {
+    // compare runs the binary and imports nothing from the server: its lists must match.
+    let names: Vec<&str> = ringpoll_server::Backend::ALL.iter().map(|b| b.name()).collect();
+    assert_eq!(names, ringpoll_compare::BACKENDS);
+    let other = if ringpoll_server::UringConfig::default().zero_copy_relay { "copy" } else { "zero-copy" };
+    assert_eq!(ringpoll_compare::URING_OTHER_RELAY, other);
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -17,8 +17,8 @@ fn select_beyond_fd_setsize_refuses_cleanly_and_recovers() {
     }
     let (mut served, mut refused) = (0, 0);
     for (i, c) in conns.iter_mut().enumerate() {
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let t = Instant::now();
+        // A refused connection is closed at once; one neither served nor closed fails with
+        // the read timeout (IO_TIMEOUT).
         let mut buf = [0u8; 5];
         match c.read_exact(&mut buf) {
             Ok(()) => {
@@ -30,7 +30,6 @@ fn select_beyond_fd_setsize_refuses_cleanly_and_recovers() {
                     matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset),
                     "connection {i}: {e} (neither served nor closed)"
                 );
-                assert!(t.elapsed() < Duration::from_secs(2), "connection {i} was not closed promptly");
                 refused += 1;
             }
         }

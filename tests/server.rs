@@ -23,12 +23,13 @@ fn backpressure_bounds_server_memory(backend: &str) {
     const CONNS: usize = 4;
     const WATERMARK_KIB: u64 = 256;
     let srv = ServerProc::start(backend, "echo", &[]);
+    let fds = fd_count(srv.pid());
     // Warm up allocator and buffers with one full-size exchange.
     let mut w = srv.connect();
     w.write_all(&[7u8; 300_000]).unwrap();
     read_exact(&mut w, 300_000);
     drop(w);
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(eventually(IO_TIMEOUT, || fd_count(srv.pid()) <= fds), "{backend}: the warm-up connection stays open");
     let base = rss_kib(srv.pid());
 
     let addr = srv.addr;
@@ -76,20 +77,25 @@ fn backpressure_bounds_server_memory(backend: &str) {
 }
 
 fn emfile_neither_spins_nor_stalls(backend: &str) {
+    const CONNS: u64 = 120;
+    const NOFILE: usize = 64;
+    let started = Instant::now();
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=64:64", "--", BIN, "serve", "--listen", "127.0.0.1:0", "--mode", "echo", "--backend", backend]);
     cmd.args(["--workers", "1", "--no-pin"]);
     let srv = ServerProc::spawn(&mut cmd).unwrap_or_else(|e| panic!("{backend}: {e}"));
-    let mut conns: Vec<_> = (0..120).map(|_| srv.connect()).collect();
+    let mut conns: Vec<_> = (0..CONNS).map(|_| srv.connect()).collect();
     for c in &mut conns {
         c.write_all(b"x").unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300));
-    // Out of descriptors now: it must not spin on accept.
-    let t0 = cpu_ticks(srv.pid());
-    std::thread::sleep(Duration::from_millis(1000));
-    let used = cpu_ticks(srv.pid()) - t0;
-    assert!(used < 30, "{backend}: server burned {used} ticks in 1 s while out of descriptors");
+    assert!(
+        eventually(IO_TIMEOUT, || fd_count(srv.pid()) >= NOFILE),
+        "{backend}: never ran out of descriptors ({} open)",
+        fd_count(srv.pid())
+    );
+    // Out of descriptors now, for a while: it must not spin on accept (checked below from
+    // the wake-ups it counted).
+    std::thread::sleep(Duration::from_secs(1));
     // The last connection cannot have been served yet.
     let last = conns.last_mut().unwrap();
     last.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -105,6 +111,11 @@ fn emfile_neither_spins_nor_stalls(backend: &str) {
     let (code, err) = srv.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{backend}: {err}");
     assert!(err.contains("accept_exhausted"), "{backend}: exhaustion not counted: {err}");
+    // A few wake-ups per connection, one per 100 ms accept back-off and per 250 ms sweep,
+    // ten times over: a loop spinning on EMFILE wakes up many thousand times a second.
+    let wakeups = summary_counter(&err, "wakeups");
+    let bound = 10 * (4 * CONNS + started.elapsed().as_millis() as u64 / 100) + 100;
+    assert!(wakeups <= bound, "{backend}: {wakeups} wake-ups in {:?} (bound {bound})", started.elapsed());
 }
 
 fn sigterm_completes_in_flight_responses_and_exits_zero(backend: &str) {
@@ -141,10 +152,10 @@ fn shutdown_deadline_bounds_a_stuck_client(backend: &str) {
     let chunk = vec![1u8; 1 << 16];
     // Fill every buffer: the server has output it cannot deliver.
     while s.write(&chunk).is_ok() {}
-    let t = Instant::now();
-    let (code, err) = srv.terminate(Duration::from_secs(10));
+    // Without the deadline the server would wait for the stuck client forever (and be
+    // killed at the bound, exit code None).
+    let (code, err) = srv.terminate(IO_TIMEOUT);
     assert_eq!(code, Some(0), "{backend}: {err}");
-    assert!(t.elapsed() < Duration::from_secs(4), "{backend}: took {:?}", t.elapsed());
     assert!(err.contains("shutdown 1"), "{backend}: the forced close is counted: {err}");
 }
 
@@ -154,16 +165,17 @@ fn idle_timeout_closes_quiet_connections(backend: &str) {
     let mut quiet = srv.connect();
     quiet.write_all(b"q").unwrap();
     assert_eq!(read_exact(&mut quiet, 1), b"q");
-    let t = Instant::now();
-    // Keep `busy` active past the timeout.
+    // Keep `busy` active past the timeout (the pauses spread the activity over time).
     for _ in 0..8 {
         busy.write_all(b"b").unwrap();
         assert_eq!(read_exact(&mut busy, 1), b"b");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Nothing but the idle timeout closes `quiet`: its FIN (within the read timeout) is the
+    // check.
     let mut b = [0u8; 1];
-    assert_eq!(quiet.read(&mut b).unwrap_or(0), 0, "{backend}: quiet connection not closed");
-    assert!(t.elapsed() < Duration::from_secs(3));
+    let r = quiet.read(&mut b);
+    assert!(matches!(r, Ok(0)), "{backend}: quiet connection not closed: {r:?}");
     busy.write_all(b"c").unwrap();
     assert_eq!(read_exact(&mut busy, 1), b"c", "{backend}: active connection was closed");
 }
@@ -172,7 +184,11 @@ fn idle_timeout_closes_quiet_connections(backend: &str) {
 fn two_workers_listen_on_one_port_each_pinned_to_its_own_cpu() {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     if cpus < 2 {
-        eprintln!("SKIP: needs 2 CPUs, this machine has {cpus}");
+        // Straight to stderr: a passing test's eprintln! output is captured and never shown.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP two_workers_listen_on_one_port_each_pinned_to_its_own_cpu: needs 2 CPUs, this machine has {cpus}"
+        );
         return;
     }
     for backend in ["epoll", "uring", "poll"] {
@@ -257,7 +273,6 @@ fn max_conns_is_a_hard_limit_under_a_burst(backend: &str) {
     ping(&mut first);
     let mut second = srv.connect();
     ping(&mut second);
-    std::thread::sleep(Duration::from_millis(100));
     let mut waiting: Vec<(u8, std::net::TcpStream)> = (0..BURST)
         .map(|i| {
             let mut s = srv.connect(); // completes in the kernel backlog
@@ -266,7 +281,10 @@ fn max_conns_is_a_hard_limit_under_a_burst(backend: &str) {
             (i, s)
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    // The worker handled what the burst caused (accepts, reads) before it answers `second`
+    // again: twice, so that a connection accepted in one pass is read in the next.
+    ping(&mut second);
+    ping(&mut second);
     for (i, s) in &mut waiting {
         let mut b = [0u8; 1];
         assert!(s.read(&mut b).is_err(), "{backend}: connection {i} served beyond --max-conns {LIMIT}");

@@ -15,8 +15,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ringpoll");
 /// Upper bound for any single blocking socket operation in the tests.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Every backend the server offers. The uring cases skip (with the reason printed) only when
-/// the kernel refuses io_uring.
+/// Every backend the server offers. The uring cases skip only when the kernel refuses io_uring,
+/// with a `SKIP` line in the `cargo test` output; with RINGPOLL_REQUIRE_URING=1 (as in CI)
+/// they fail instead.
 pub const BACKENDS: [&str; 6] = ["epoll", "uring", "poll", "select", "epoll-lt", "epoll-et"];
 
 /// Generate one `#[test]` per backend for each named test body `fn name(backend: &str)`.
@@ -32,7 +33,8 @@ macro_rules! on_every_backend {
     };
 }
 
-/// Whether io_uring can be used here; prints why not when it cannot.
+/// Whether io_uring can be used here. When it cannot, the calling test fails if io_uring is
+/// required, and otherwise says that it skips (see `ringpoll_sys::testing::uring_refused`).
 pub fn uring_usable() -> bool {
     static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let r = PROBE.get_or_init(|| match ServerProc::try_start("uring", "echo", &[]) {
@@ -44,7 +46,7 @@ pub fn uring_usable() -> bool {
     match r {
         Ok(()) => true,
         Err(msg) => {
-            eprintln!("SKIP uring: the kernel refuses io_uring: {msg}");
+            ringpoll_sys::testing::uring_refused(msg);
             false
         }
     }
@@ -246,12 +248,16 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
-/// utime + stime of a process in clock ticks.
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+/// A counter of the server's exit summary (`... wakeups 12 ...`), summed over its lines.
+pub fn summary_counter(stderr: &str, name: &str) -> u64 {
+    let mut total = None;
+    for line in stderr.lines().filter(|l| l.starts_with("worker ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(v) = words.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse::<u64>().ok()) {
+            *total.get_or_insert(0) += v;
+        }
+    }
+    total.unwrap_or_else(|| panic!("no `{name}` in the summary: {stderr}"))
 }
 
 /// Poll `cond` every 10 ms until it holds or `within` passes; returns whether it held.

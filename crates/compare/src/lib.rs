@@ -4,6 +4,7 @@
 //! request (from /proc over the load's measured window), syscalls per request and the user
 //! share of server CPU. Output: a table on stdout and, in `--out`, results.json, report.md and
 //! SVG plots.
+#![forbid(unsafe_code)]
 
 pub mod matrix;
 pub mod measure;
@@ -17,11 +18,18 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ringpoll_load::units::parse_duration;
-use ringpoll_server::{Backend, UringConfig};
 
 use matrix::{LoadGen, Proto, Server, Workload};
 use measure::Setup;
 use report::{Cell, Machine, Results};
+
+/// The backends `ringpoll serve --backend` takes, in table order (compare runs the binary and
+/// imports nothing from the server; the root crate's tests check this list against it).
+pub const BACKENDS: [&str; 6] = ["epoll", "uring", "poll", "select", "epoll-lt", "epoll-et"];
+
+/// The `--uring-relay` mode the server does not use by default (also checked by the root
+/// crate's tests): the matrix runs it as an extra row.
+pub const URING_OTHER_RELAY: &str = "copy";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CompareArgs {
@@ -88,27 +96,25 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let mut skipped = Vec::new();
     for b in &args.backends {
-        if let Err(e) = Backend::parse(b) {
-            bail!("{e}");
+        if !BACKENDS.contains(&b.as_str()) {
+            bail!("unknown backend '{b}' (available: {})", BACKENDS.join(", "));
         }
     }
 
     // Every backend the binary offers, if it can run here.
     let mut servers = Vec::new();
-    for b in Backend::ALL {
-        let name = b.name();
+    for name in BACKENDS {
         if !args.backends.is_empty() && !args.backends.iter().any(|x| x == name) {
             continue;
         }
         match measure::backend_available(&ringpoll, name) {
             Ok(()) => {
                 servers.push(Server::Ringpoll { backend: name.into() });
-                if b == Backend::Epoll {
+                if name == "epoll" {
                     servers.push(Server::RingpollSplice);
                 }
-                if b == Backend::Uring {
-                    let other = if UringConfig::default().zero_copy_relay { "copy" } else { "zero-copy" };
-                    servers.push(Server::RingpollUringRelay { relay: other.into() });
+                if name == "uring" {
+                    servers.push(Server::RingpollUringRelay { relay: URING_OTHER_RELAY.into() });
                 }
             }
             Err(e) => skipped.push(format!("{name}: {e}")),

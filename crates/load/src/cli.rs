@@ -4,11 +4,11 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use nix::sys::signal::{SigSet, Signal};
 use ringpoll_proto::units::parse_duration;
+use ringpoll_sys::signals::{self, Repeat};
 
 use crate::config::{parse_cpus, LoadConfig, LoadMode, LoadPoller};
 use crate::driver::run_load_until;
@@ -130,25 +130,10 @@ pub fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 /// Block SIGINT/SIGTERM in this thread (the load threads inherit the mask) and turn the
 /// first one into `stop` (partial results are printed); a second one exits at once.
 fn spawn_interrupt_thread(stop: Arc<AtomicBool>) -> std::io::Result<()> {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block().map_err(std::io::Error::from)?;
-    std::thread::Builder::new().name("ringpoll-load-signals".into()).spawn(move || {
-        if set.wait().is_err() {
-            return;
-        }
-        stop.store(true, Ordering::Relaxed);
-        let first = Instant::now();
-        while set.wait().is_ok() {
-            // `timeout -s INT` signals the process and then its group: one interruption.
-            if first.elapsed() >= SECOND_SIGNAL_AFTER {
-                eprintln!("interrupted again: exiting now");
-                std::process::exit(130);
-            }
-        }
-    })?;
-    Ok(())
+    signals::block_termination_signals()?;
+    // `timeout -s INT` signals the process and then its group: one interruption.
+    let repeat = Repeat { ignore_within: SECOND_SIGNAL_AFTER, exit_code: 130 };
+    signals::spawn_signal_thread(move |_| stop.store(true, Ordering::Relaxed), repeat)
 }
 
 #[cfg(test)]

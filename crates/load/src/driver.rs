@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use ringpoll_server::sys::epoll::{Epoll, EpollEt};
+use ringpoll_sys::poller::epoll::{Epoll, EpollEt};
 
 use crate::config::{parse_target, LoadConfig, LoadPoller, Plan};
 use crate::report::{Errors, Latency, Report, StatusClasses, TimelineRow};
@@ -36,7 +36,7 @@ pub fn run_load_until(cfg: LoadConfig, stop: &AtomicBool) -> anyhow::Result<Repo
     let mode = cfg.effective_mode();
     let target = parse_target(&cfg.target)?;
     if cfg.connections + cfg.idle > 512 {
-        if let Err(e) = ringpoll_server::sys::raise_nofile_limit() {
+        if let Err(e) = ringpoll_sys::rlimit::raise_nofile_limit() {
             tracing::warn!("could not raise the open-file limit: {e}");
         }
     }

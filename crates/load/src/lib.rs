@@ -1,7 +1,7 @@
 //! `ringpoll load`: a wrk-class load generator for echo and HTTP/1.1 servers.
 //!
-//! - Thread per core: each load thread runs its own epoll event loop (the server's one-shot
-//!   [`Poller`](ringpoll_server::readiness::poller::Poller)) over its share of the
+//! - Thread per core: each load thread runs its own epoll event loop (the one-shot
+//!   [`Poller`](ringpoll_sys::poller::Poller)) over its share of the
 //!   connections; no thread per connection, no allocation per request, reads batched.
 //! - Echo mode verifies every byte against a deterministic pattern
 //!   ([`ringpoll_proto::client::pattern`]); HTTP mode frames every response
@@ -15,6 +15,7 @@
 //!
 //! The library API is [`run_load`] / [`run_load_until`] returning a [`Report`] (the very
 //! object `--json` prints; field reference in `crates/load/README.md`).
+#![forbid(unsafe_code)]
 
 mod cli;
 mod config;

@@ -2,7 +2,7 @@
 //! measurements. Nothing is shared with the other threads but the read-only [`Plan`], the stop
 //! flag and a few counters published for the progress line.
 //!
-//! The loop is generic over the server's [`Poller`] trait (epoll one-shot by default): after
+//! The loop is generic over ringpoll-sys's [`Poller`] trait (epoll one-shot by default): after
 //! every event for a connection it reads everything available (recv into one 64 KiB buffer per
 //! thread, until a short read), tops the connection up to `--depth` requests in flight (closed
 //! loop) or sends what its schedule says is due (open loop), sends all of it in one call, and
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-use ringpoll_server::readiness::poller::{Event, Interest, Mode, Poller, Token};
-use ringpoll_server::sys::socket;
+use ringpoll_sys::poller::{Event, Interest, Mode, Poller, Token};
+use ringpoll_sys::socket;
 
 use crate::config::Plan;
 use crate::conn::{Conn, Lost, State, MAX_BACKOFF, MIN_BACKOFF};
@@ -124,7 +124,7 @@ impl<P: Poller> Worker<'_, P> {
         let mut sec = 0u64;
         let mut next_second = plan.warm_end + SECOND;
         let mut cpu_start = if self.rec.measuring { thread_cpu_us() } else { 0 };
-        let mut sys_start = ringpoll_server::sys::syscalls();
+        let mut sys_start = ringpoll_sys::syscalls();
         let mut requeued = Vec::new();
         loop {
             self.now = plan.now();
@@ -136,7 +136,7 @@ impl<P: Poller> Worker<'_, P> {
             if !self.rec.measuring && now >= plan.warm_end && plan.warm_end < self.end {
                 self.rec.measuring = true;
                 cpu_start = thread_cpu_us();
-                sys_start = ringpoll_server::sys::syscalls();
+                sys_start = ringpoll_sys::syscalls();
             }
             if let Some(h) = self.rec.second.as_mut() {
                 while now >= next_second && next_second < self.end {
@@ -201,7 +201,7 @@ impl<P: Poller> Worker<'_, P> {
             }
         }
         let cpu_us = if self.rec.measuring { thread_cpu_us().saturating_sub(cpu_start) } else { 0 };
-        let syscalls = if self.rec.measuring { ringpoll_server::sys::syscalls() - sys_start } else { 0 };
+        let syscalls = if self.rec.measuring { ringpoll_sys::syscalls() - sys_start } else { 0 };
         if let Some(h) = self.rec.second.take() {
             let _ = tx.send(Msg::Second { sec, hist: h });
         }

@@ -11,14 +11,15 @@ use ringpoll_proto::{echo::Echo, http::Http1};
 use tracing::warn;
 
 use crate::config::{Backend, Config, Mode};
-use crate::readiness::{self, poller::Poller, proxy::Proxies, stream::Streams};
+use crate::readiness::{self, proxy::Proxies, stream::Streams};
 use crate::stats::{Counters, SharedCounters};
-use crate::sys::epoll::{Epoll, EpollEt, EpollLt};
-use crate::sys::eventfd::EventFd;
-use crate::sys::poll::Poll;
-use crate::sys::select::Select;
-use crate::sys::socket::ListenerConfig;
 use crate::ServeError;
+use ringpoll_sys::eventfd::EventFd;
+use ringpoll_sys::poller::epoll::{Epoll, EpollEt, EpollLt};
+use ringpoll_sys::poller::poll::Poll;
+use ringpoll_sys::poller::select::Select;
+use ringpoll_sys::poller::Poller;
+use ringpoll_sys::socket::ListenerConfig;
 
 /// Asks every worker to stop: the flag, then a wake-up on each worker's eventfd.
 #[derive(Debug)]

@@ -4,7 +4,6 @@
 //! the connections (a stream protocol, or proxy pairs). Dispatch is static: one
 //! monomorphised loop per (backend, protocol) pair, no `dyn` on the hot path.
 
-pub mod poller;
 pub(crate) mod proxy;
 pub(crate) mod stream;
 
@@ -18,10 +17,15 @@ use tracing::{debug, error, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::stats::Counters;
-use crate::sys::{self, socket};
 use crate::worker::WorkerCtx;
 use crate::RateLimit;
-use poller::{Event, Interest, Mode, Poller, Token, LISTENER, WAKER};
+use ringpoll_sys::poller::{Event, Interest, Mode, Poller, Token};
+use ringpoll_sys::{self as sys, socket};
+
+/// Reserved token: the worker's listener.
+pub const LISTENER: Token = u64::MAX;
+/// Reserved token: the worker's wake-up eventfd (shutdown).
+pub const WAKER: Token = u64::MAX - 1;
 
 /// Timeouts (idle, linger, connect, shutdown) are checked at this granularity.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -172,6 +176,13 @@ pub(crate) fn run<P: Poller, H: Handler<P>>(mut ctx: WorkerCtx, mut handler: H) 
     core.stats.syscalls = sys::syscalls() - syscalls_before;
     ctx.counters.publish(&core.stats);
     Ok(core.stats)
+}
+
+/// Close a socket through the counted layer (dropping it would close it uncounted).
+pub(crate) fn close(stream: TcpStream) {
+    if let Err(e) = socket::close(stream) {
+        debug!("close: {e}");
+    }
 }
 
 fn begin_drain<P: Poller, H: Handler<P>>(core: &mut Core<P>, acceptor: &mut Acceptor, handler: &mut H) {

@@ -12,12 +12,12 @@ use ringpoll_proto::buf::Watermarks;
 use ringpoll_proto::relay::{Relay, Side};
 use tracing::{debug, warn};
 
-use super::poller::{is_fd_out_of_range, Event, Interest, Poller, Token};
-use super::{Core, Handler};
-use crate::slab::{Key, Slab};
-use crate::sys::socket;
-use crate::sys::splice::Pipe;
+use super::{close, Core, Handler};
 use crate::CloseReason;
+use ringpoll_sys::pipe::Pipe;
+use ringpoll_sys::poller::{is_fd_out_of_range, Event, Interest, Poller, Token};
+use ringpoll_sys::slab::{Key, Slab};
+use ringpoll_sys::socket;
 
 /// Bit of the token's slot index that says which side an event is for.
 const SIDE_BIT: u64 = 1 << 31;
@@ -119,6 +119,8 @@ impl Proxies {
             }
         }
         reason.count(&mut core.stats);
+        close(pair.client);
+        close(pair.upstream);
     }
 
     /// Connect failed or timed out: try the next upstream once, else close the client.
@@ -146,7 +148,7 @@ impl Proxies {
         };
         let Some(pair) = self.pairs.get_mut(key) else { return };
         let _ = core.poller.delete(pair.upstream.as_raw_fd());
-        pair.upstream = stream;
+        close(std::mem::replace(&mut pair.upstream, stream));
         pair.connecting =
             Some(Connecting { deadline: core.clock.now() + core.cfg.connect_timeout, upstream: i, retried: true });
         pair.armed[idx(Side::Upstream)] = Some(Interest::WRITE);
@@ -343,6 +345,7 @@ impl<P: Poller> Handler<P> for Proxies {
         };
         if let Err(e) = socket::set_nodelay(&client) {
             debug!("TCP_NODELAY on an accepted socket: {e}");
+            close(client);
             return fail(core);
         }
         let (i, addr) = self.pick_upstream(core);
@@ -350,27 +353,36 @@ impl<P: Poller> Handler<P> for Proxies {
             Ok(s) => s,
             Err(e) => {
                 Self::upstream_failed(core, addr, &e);
+                close(client);
                 return fail(core);
             }
         };
         let key = self.pairs.vacant_key();
-        for (stream, side, interest) in
-            [(&client, Side::Client, Interest::NONE), (&upstream, Side::Upstream, Interest::WRITE)]
-        {
-            if let Err(e) = core.poller.add(stream.as_raw_fd(), token(key, side), interest) {
-                if side == Side::Upstream {
-                    let _ = core.poller.delete(client.as_raw_fd());
-                }
-                if is_fd_out_of_range(&e) {
-                    core.stats.rejected_fd_setsize += 1;
-                    if core.log_limit.allow(core.clock.now()) {
-                        warn!("{}: {e}; closing the connection", P::NAME);
+        let refused = 'register: {
+            for (stream, side, interest) in
+                [(&client, Side::Client, Interest::NONE), (&upstream, Side::Upstream, Interest::WRITE)]
+            {
+                if let Err(e) = core.poller.add(stream.as_raw_fd(), token(key, side), interest) {
+                    if side == Side::Upstream {
+                        let _ = core.poller.delete(client.as_raw_fd());
                     }
-                } else {
-                    warn!("registering a proxy socket: {e}");
+                    if is_fd_out_of_range(&e) {
+                        core.stats.rejected_fd_setsize += 1;
+                        if core.log_limit.allow(core.clock.now()) {
+                            warn!("{}: {e}; closing the connection", P::NAME);
+                        }
+                    } else {
+                        warn!("registering a proxy socket: {e}");
+                    }
+                    break 'register true;
                 }
-                return fail(core);
             }
+            false
+        };
+        if refused {
+            close(client);
+            close(upstream);
+            return fail(core);
         }
         let now = core.clock.now();
         let pipes = if core.cfg.splice { make_pipes(core) } else { None };

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use ringpoll_proto::{Ctx, OutBuf, Protocol};
 use tracing::{debug, warn};
 
-use super::poller::{is_fd_out_of_range, Event, Interest, Mode, Poller};
-use super::{Core, Handler};
-use crate::slab::{Key, Slab};
-use crate::sys::socket;
+use super::{close, Core, Handler};
 use crate::CloseReason;
+use ringpoll_sys::poller::{is_fd_out_of_range, Event, Interest, Mode, Poller};
+use ringpoll_sys::slab::{Key, Slab};
+use ringpoll_sys::socket;
 
 /// After the last response of a connection we close, keep reading (and discarding) for at
 /// most this long so that unread request bytes do not turn our FIN into a RST that destroys
@@ -67,7 +67,7 @@ impl<Pr: Protocol> Streams<Pr> {
             debug!("deregistering fd {}: {e}", conn.stream.as_raw_fd());
         }
         reason.count(&mut core.stats);
-        // Dropping the stream closes the descriptor.
+        close(conn.stream);
     }
 
     fn finish<P: Poller>(&mut self, core: &mut Core<P>, key: Key, next: Next) {
@@ -240,7 +240,7 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
             debug!("TCP_NODELAY on an accepted socket: {e}");
             core.stats.closed += 1;
             core.stats.closed_error += 1;
-            return;
+            return close(stream);
         }
         let key = self.conns.vacant_key();
         if let Err(e) = core.poller.add(stream.as_raw_fd(), key.to_u64(), Interest::READ) {
@@ -258,7 +258,7 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
                 core.stats.closed_error += 1;
                 warn!("registering an accepted socket: {e}");
             }
-            return;
+            return close(stream);
         }
         let inserted = self.conns.insert(Conn {
             stream,

@@ -15,8 +15,8 @@
 //! batch of them on a busy worker, for at most a few microseconds) or the next timer (sweep,
 //! accept back-off, shutdown deadline), then handle the completions as a batch and queue the
 //! sends they produced. Requests and their buffers live in the ring's op
-//! table ([`crate::sys::uring`]), keyed by user_data; all `unsafe` is there, this module is
-//! safe code.
+//! table (`ringpoll_sys::uring`), keyed by user_data; every raw pointer is handled there,
+//! this module is safe code.
 
 mod proxy;
 mod stream;
@@ -32,12 +32,15 @@ use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, Mode};
-use crate::slab::Key;
 use crate::stats::Counters;
-use crate::sys;
-use crate::sys::uring::{is_canceled, set_nodelay_inherited, Completion, OpId, Ring, RingConfig, SetupError};
 use crate::worker::{BackendError, WorkerCtx};
 use crate::{CloseReason, RateLimit, ServeError};
+use ringpoll_proto::OutBuf;
+use ringpoll_sys as sys;
+use ringpoll_sys::slab::Key;
+use ringpoll_sys::uring::{
+    is_canceled, set_nodelay_inherited, Completion, OpId, Ring, RingConfig, SendBuf, SetupError,
+};
 use stream::Streams;
 
 /// Timeouts (idle, linger, shutdown) are checked at this granularity.
@@ -116,6 +119,26 @@ fn ring_config(cfg: &Config) -> RingConfig {
         buf_size: cfg.uring.buf_size,
         send_zc_min: cfg.uring.send_zc_min,
     }
+}
+
+/// Close a socket no request uses through the counted layer (dropping it would close it
+/// uncounted).
+fn close(stream: TcpStream) {
+    if let Err(e) = ringpoll_sys::socket::close(stream) {
+        debug!("close: {e}");
+    }
+}
+
+/// An output buffer as the owned bytes of a ring send.
+fn send_buf(buf: OutBuf) -> SendBuf {
+    let (bytes, sent) = buf.into_parts();
+    SendBuf::new(bytes, sent)
+}
+
+/// A send's bytes back from the ring, as they were given (advance them by the result).
+fn out_buf(buf: SendBuf) -> OutBuf {
+    let (bytes, sent) = buf.into_parts();
+    OutBuf::from_parts(bytes, sent)
 }
 
 fn setup_error(e: SetupError) -> BackendError {
@@ -287,7 +310,7 @@ impl Acceptor {
         for stream in self.parked.drain(..) {
             core.stats.accepted += 1;
             CloseReason::Shutdown.count(&mut core.stats);
-            drop(stream);
+            close(stream);
         }
         if self.op.is_some() {
             self.cancel(core);
@@ -311,7 +334,7 @@ impl Acceptor {
                     if core.draining {
                         core.stats.accepted += 1;
                         CloseReason::Shutdown.count(&mut core.stats);
-                        drop(stream);
+                        close(stream);
                     } else if handler.live() >= core.cfg.max_conns || !self.parked.is_empty() {
                         self.parked.push_back(stream);
                     } else {

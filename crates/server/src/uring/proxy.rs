@@ -29,11 +29,11 @@ use ringpoll_proto::relay::{Relay, Side};
 use ringpoll_proto::OutBuf;
 use tracing::{debug, warn};
 
-use super::{Core, Handler, Op};
-use crate::slab::{Key, Slab};
-use crate::sys::socket;
-use crate::sys::uring::{is_canceled, is_no_buffers, Completion, HeldBuf, OpId};
+use super::{out_buf, send_buf, Core, Handler, Op};
 use crate::{CloseReason, RateLimit};
+use ringpoll_sys::slab::{Key, Slab};
+use ringpoll_sys::socket;
+use ringpoll_sys::uring::{is_canceled, is_no_buffers, Completion, HeldBuf, OpId};
 
 /// Smallest byte limit of a receive arm (a tiny headroom would mean tiny receives).
 const MIN_RECV_LIMIT: usize = 4096;
@@ -96,12 +96,15 @@ impl Sock {
         }
         let op = Op::RelaySend(key, side);
         if let Some(h) = self.held.take() {
-            self.sending = h.len();
-            self.send = Some(core.ring.send_held(&self.stream, h, op));
+            let len = h.len();
+            // Refused (and logged by the ring) only for another ring's buffer, which this
+            // worker never holds.
+            self.send = core.ring.send_held(&self.stream, h, op).ok();
+            self.sending = if self.send.is_some() { len } else { 0 };
         } else if !self.out.is_empty() {
             let buf = std::mem::replace(&mut self.out, std::mem::take(&mut self.spare));
             self.sending = buf.len();
-            self.send = Some(core.ring.send(&self.stream, buf, op));
+            self.send = Some(core.ring.send(&self.stream, send_buf(buf), op));
         }
     }
 }
@@ -169,7 +172,9 @@ impl Proxies {
 
     fn release_held(&mut self, core: &mut Core, h: HeldBuf) {
         self.held -= 1;
-        core.ring.release(h);
+        // Refused (and logged by the ring) only for another ring's buffer, which this worker
+        // never holds.
+        let _ = core.ring.release(h);
     }
 
     /// Bring a pair's requests in line with its state after anything happened to it.
@@ -417,21 +422,23 @@ impl Proxies {
         core.stats.bytes_out += n as u64;
         let resend = !pair.closed && !failed;
         // The rest of a short send goes first, before anything collected since.
-        if let Some(mut buf) = sent {
+        if let Some(mut buf) = sent.map(out_buf) {
             buf.advance(n);
             if buf.is_empty() {
                 sock.spare = buf;
             } else if resend {
                 sock.sending = buf.len();
-                sock.send = Some(core.ring.send(&sock.stream, buf, Op::RelaySend(key, side)));
+                sock.send = Some(core.ring.send(&sock.stream, send_buf(buf), Op::RelaySend(key, side)));
             }
         }
         let mut done_with = None;
         if let Some(mut h) = held {
             h.advance(n);
             if resend && !h.is_empty() {
-                sock.sending = h.len();
-                sock.send = Some(core.ring.send_held(&sock.stream, h, Op::RelaySend(key, side)));
+                let len = h.len();
+                // Refused (and logged) only for another ring's buffer: never here.
+                sock.send = core.ring.send_held(&sock.stream, h, Op::RelaySend(key, side)).ok();
+                sock.sending = if sock.send.is_some() { len } else { 0 };
             } else {
                 done_with = Some(h);
             }

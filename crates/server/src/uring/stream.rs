@@ -16,14 +16,14 @@ use std::time::Instant;
 use ringpoll_proto::{Ctx, OutBuf, Protocol};
 use tracing::debug;
 
-use super::{Core, Handler, Op};
+use super::{out_buf, send_buf, Core, Handler, Op};
 use crate::clock::Clock;
 use crate::readiness::stream::LINGER;
-use crate::slab::{Key, Slab};
 use crate::stats::Counters;
-use crate::sys::socket;
-use crate::sys::uring::{is_canceled, is_no_buffers, Completion, OpId};
 use crate::CloseReason;
+use ringpoll_sys::slab::{Key, Slab};
+use ringpoll_sys::socket;
+use ringpoll_sys::uring::{is_canceled, is_no_buffers, Completion, OpId};
 
 /// Smallest byte limit of a receive arm (a tiny headroom would mean tiny receives).
 const MIN_RECV_LIMIT: usize = 4096;
@@ -178,7 +178,7 @@ impl<Pr: Protocol> Streams<Pr> {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.send = None;
         conn.sending = 0;
-        let mut buf = c.sent.unwrap_or_default();
+        let mut buf = c.sent.map(out_buf).unwrap_or_default();
         let mut failed = false;
         match c.result {
             Ok(n) => {
@@ -208,7 +208,7 @@ impl<Pr: Protocol> Streams<Pr> {
         } else {
             // Short send: the rest goes before anything produced since.
             conn.sending = buf.len();
-            conn.send = Some(core.ring.send(&conn.stream, buf, Op::Send(key)));
+            conn.send = Some(core.ring.send(&conn.stream, send_buf(buf), Op::Send(key)));
         }
         self.settle(core, key);
     }
@@ -309,7 +309,7 @@ impl<Pr: Protocol> Conn<Pr> {
         }
         let buf = std::mem::replace(&mut self.out, std::mem::take(&mut self.spare));
         self.sending = buf.len();
-        self.send = Some(core.ring.send(&self.stream, buf, Op::Send(key)));
+        self.send = Some(core.ring.send(&self.stream, send_buf(buf), Op::Send(key)));
     }
 }
 

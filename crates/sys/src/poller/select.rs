@@ -9,8 +9,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{retry_eintr, syscall};
-use crate::readiness::poller::{fd_out_of_range, Event, Interest, Mode, Poller, Token};
+use super::{fd_out_of_range, Event, Interest, Mode, Poller, Token};
+use crate::{retry_eintr, syscall};
 
 /// The largest descriptor count select can watch.
 pub const FD_SETSIZE: usize = libc::FD_SETSIZE;
@@ -144,8 +144,8 @@ impl Poller for Select {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::readiness::poller::is_fd_out_of_range;
-    use crate::sys::eventfd::EventFd;
+    use crate::eventfd::EventFd;
+    use crate::poller::is_fd_out_of_range;
     use std::os::fd::AsRawFd;
 
     #[test]

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{retry_eintr, syscall, would_block};
+use crate::{retry_eintr, syscall, would_block};
 
 /// A non-blocking eventfd counter.
 #[derive(Debug)]

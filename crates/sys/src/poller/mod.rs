@@ -1,4 +1,6 @@
-//! The readiness abstraction every classic backend implements.
+//! The readiness abstraction every classic backend implements, and the backends: one file
+//! per poller ([`epoll`] in three flavours, [`poll`], [`select`]), each only syscall
+//! translation plus one flag-mapping function.
 //!
 //! # The one-shot contract
 //!
@@ -21,18 +23,17 @@
 //!
 //! Spurious events are allowed in every mode: handlers treat EAGAIN as "not ready after all".
 
+pub mod epoll;
+pub mod poll;
+pub mod select;
+
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// Identifies a registered descriptor: slot index and generation for connections, or one of
-/// the reserved values below.
+/// Identifies a registered descriptor to its owner (for example a slab key, or a value the
+/// owner reserves for its listener); the poller only hands it back with each event.
 pub type Token = u64;
-
-/// Reserved token: the worker's listener.
-pub const LISTENER: Token = u64::MAX;
-/// Reserved token: the worker's wake-up eventfd (shutdown).
-pub const WAKER: Token = u64::MAX - 1;
 
 /// What the loop wants to hear about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,8 +85,8 @@ pub trait Poller: Sized {
 
     /// Start watching `fd` for `interest`.
     ///
-    /// Fails with `ErrorKind::Unsupported`... never; a backend that cannot watch this
-    /// descriptor at all (select and FD_SETSIZE) returns [`fd_out_of_range`]'s error.
+    /// A backend that cannot watch this descriptor at all (select and FD_SETSIZE) fails with
+    /// [`fd_out_of_range`]'s error, which callers tell apart with [`is_fd_out_of_range`].
     fn add(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
 
     /// Re-arm after an event (see the contract). `interest` may be [`Interest::NONE`] to keep

@@ -2,11 +2,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::{count_syscall, retry_eintr, syscall, would_block};
+use crate::{count_syscall, retry_eintr, syscall, would_block};
 
 /// Listener settings, in one place.
 #[derive(Clone, Copy, Debug)]
@@ -83,21 +83,22 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 /// aborted before we got to it): skip it and keep accepting.
 #[must_use]
 pub fn is_per_connection_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
+    e.kind() == io::ErrorKind::ConnectionAborted
+        || matches!(
+            e.raw_os_error(),
+            Some(
+                libc::ECONNABORTED
+                    | libc::EPROTO
+                    | libc::EPERM
+                    | libc::ENETDOWN
+                    | libc::ENOPROTOOPT
+                    | libc::EHOSTDOWN
+                    | libc::ENONET
+                    | libc::EHOSTUNREACH
+                    | libc::EOPNOTSUPP
+                    | libc::ENETUNREACH
+            )
         )
-    )
 }
 
 /// Receive into `buf`. `Ok(None)`: nothing to read now. `Ok(Some(0))`: the peer sent FIN.
@@ -136,6 +137,17 @@ pub fn take_error(stream: &TcpStream) -> io::Result<Option<io::Error>> {
     SockRef::from(stream).take_error()
 }
 
+/// Close a socket (or any descriptor) through the counted layer. Dropping a `TcpStream`
+/// closes it too, but uncounted: the worker loops close through here so that their syscall
+/// counts include every `close(2)`. An error is returned for the caller to log; the
+/// descriptor is released either way (Linux frees it even when close reports an error, so
+/// it is never closed twice).
+pub fn close(fd: impl Into<OwnedFd>) -> io::Result<()> {
+    let raw = fd.into().into_raw_fd();
+    // SAFETY: `raw` came out of an `OwnedFd` that nothing else owns, and it is not used again.
+    syscall!(close(raw)).map(drop)
+}
+
 /// Make the next close() send RST instead of FIN (SO_LINGER 0): used when a peer must learn
 /// at once that its connection is gone (proxy resets).
 pub fn set_linger_zero(stream: &TcpStream) -> io::Result<()> {
@@ -164,4 +176,35 @@ pub fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
         Err(e) => return Err(e),
     }
     Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        let err = io::Error::from_raw_os_error;
+        assert!(is_resource_exhaustion(&err(libc::EMFILE)));
+        assert!(is_resource_exhaustion(&err(libc::ENFILE)));
+        assert!(!is_per_connection_accept_error(&err(libc::EMFILE)));
+        assert!(is_per_connection_accept_error(&err(libc::ECONNABORTED)));
+        assert!(is_per_connection_accept_error(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+        assert!(!is_resource_exhaustion(&err(libc::ECONNABORTED)));
+        assert!(!is_per_connection_accept_error(&err(libc::EBADF)));
+    }
+
+    #[test]
+    fn close_is_counted_and_releases_the_descriptor() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        let before = crate::syscalls();
+        close(s).unwrap();
+        assert_eq!(crate::syscalls(), before + 1, "close(2) is counted");
+        // The peer sees the FIN: the descriptor really was closed.
+        let mut buf = [0u8; 1];
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        assert_eq!((&peer).read(&mut buf).unwrap(), 0);
+    }
 }

@@ -7,8 +7,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::{retry_eintr, syscall};
-use crate::readiness::poller::{timeout_ms, Event, Interest, Mode, Poller, Token};
+use super::{timeout_ms, Event, Interest, Mode, Poller, Token};
+use crate::{retry_eintr, syscall};
 
 pub struct Poll {
     fds: Vec<libc::pollfd>,
@@ -58,8 +58,8 @@ impl Poll {
     }
 
     /// The pollfd array as the kernel will see it (for tests of the adapter).
-    #[must_use]
-    pub fn entries(&self) -> &[libc::pollfd] {
+    #[cfg(test)]
+    fn entries(&self) -> &[libc::pollfd] {
         &self.fds
     }
 }
@@ -132,7 +132,7 @@ impl Poller for Poll {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::eventfd::EventFd;
+    use crate::eventfd::EventFd;
     use std::os::fd::AsRawFd;
 
     #[test]

@@ -10,23 +10,13 @@ use std::io;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::IoUring;
+use io_uring::types::BufRingEntry;
+use io_uring::Submitter;
 
-use crate::sys::count_syscall;
+use crate::count_syscall;
 
 /// Buffer group id of the worker's single ring.
 pub(super) const BGID: u16 = 0;
-
-/// `struct io_uring_buf`: one ring entry. The `resv` field of entry 0 is the ring's tail.
-#[repr(C)]
-struct RawBuf {
-    addr: u64,
-    len: u32,
-    bid: u16,
-    resv: u16,
-}
-
-const TAIL_OFFSET: usize = 14;
 
 /// An anonymous private mapping (page aligned, as the kernel wants the ring to be).
 struct Mmap {
@@ -102,7 +92,7 @@ impl BufRing {
             .checked_mul(size as usize)
             .filter(|&n| n > 0 && n <= isize::MAX as usize)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer ring size out of range"))?;
-        let entries = Mmap::anonymous(usize::from(count) * std::mem::size_of::<RawBuf>(), false)?;
+        let entries = Mmap::anonymous(usize::from(count) * std::mem::size_of::<BufRingEntry>(), false)?;
         // Resident up front: the pool is a fixed per-worker cost, rather than RSS that creeps
         // up as the ring cycles through every buffer. On huge pages where possible: the ring
         // hands out a different buffer for every receive, so with 4 KiB pages nearly every
@@ -117,18 +107,18 @@ impl BufRing {
     }
 
     /// Register the ring with the kernel as buffer group [`BGID`].
-    pub fn register(&self, ring: &IoUring) -> io::Result<()> {
+    pub fn register(&self, submitter: &Submitter<'_>) -> io::Result<()> {
         count_syscall();
         // SAFETY: `entries` maps `count` ring entries, page aligned, and stays mapped until
         // after the group is unregistered or the ring is gone (`Ring` drops the IoUring first
         // and leaks the mapping if the kernel may still use it); buffer addresses in it point
         // into `data`, which lives just as long.
-        unsafe { ring.submitter().register_buf_ring_with_flags(self.entries.ptr.as_ptr() as u64, self.count, BGID, 0) }
+        unsafe { submitter.register_buf_ring_with_flags(self.entries.ptr.as_ptr() as u64, self.count, BGID, 0) }
     }
 
-    pub fn unregister(&self, ring: &IoUring) {
+    pub fn unregister(&self, submitter: &Submitter<'_>) {
         count_syscall();
-        if let Err(e) = ring.submitter().unregister_buf_ring(BGID) {
+        if let Err(e) = submitter.unregister_buf_ring(BGID) {
             tracing::debug!("unregistering the buffer ring: {e}");
         }
     }
@@ -176,24 +166,30 @@ impl BufRing {
     fn write_entry(&mut self, bid: u16) {
         let idx = usize::from(self.tail & (self.count - 1));
         let addr = self.data.ptr.as_ptr() as u64 + u64::from(bid) * u64::from(self.size);
-        // SAFETY: `idx < count`, inside `entries`. The slot at our tail is not visible to the
-        // kernel (it reads only up to the published tail) and holds no buffer it still needs:
-        // `bid` was held by us, so fewer than `count` buffers are in the ring. Entry 0's `resv`
-        // (the tail) is not written here.
-        unsafe {
-            let e = self.entries.ptr.as_ptr().cast::<RawBuf>().add(idx);
-            ptr::addr_of_mut!((*e).addr).write(addr);
-            ptr::addr_of_mut!((*e).len).write(self.size);
-            ptr::addr_of_mut!((*e).bid).write(bid);
-        }
+        // SAFETY: `idx < count`, inside `entries`, which is page aligned and sized for `count`
+        // entries of io-uring's `#[repr(transparent)]` `struct io_uring_buf`, zeroed by the
+        // mapping, so the reference is aligned and valid. The slot at our tail is not visible
+        // to the kernel (it reads only up to the published tail) and holds no buffer it still
+        // needs: `bid` was held by us, so fewer than `count` buffers are in the ring. The only
+        // field the kernel may read concurrently is entry 0's `resv` (the tail), which the
+        // setters below do not touch.
+        let e = unsafe { &mut *self.entries.ptr.as_ptr().cast::<BufRingEntry>().add(idx) };
+        e.set_addr(addr);
+        e.set_len(self.size);
+        e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// Make the entries written so far visible to the kernel.
     fn publish(&self) {
-        // SAFETY: the tail is the u16 at offset 14 of the page-aligned first entry, so aligned;
-        // the kernel reads it with an acquire load, we store it with release after the entries.
-        let tail = unsafe { &*self.entries.ptr.as_ptr().add(TAIL_OFFSET).cast::<AtomicU16>() };
+        let base = self.entries.ptr.as_ptr().cast::<BufRingEntry>().cast_const();
+        // SAFETY: `base` is the first entry of our live, page-aligned ring mapping, as
+        // `BufRingEntry::tail` requires; it returns the address of that entry's `resv` field.
+        let tail = unsafe { BufRingEntry::tail(base) };
+        // SAFETY: the tail is a u16 inside our mapping, aligned (offset 14 of a page-aligned
+        // entry), and only ever accessed atomically: the kernel reads it with an acquire load,
+        // we store it with release after writing the entries.
+        let tail = unsafe { &*tail.cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
     }
 }

@@ -5,8 +5,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::{retry_eintr, syscall};
-use crate::readiness::poller::{timeout_ms, Event, Interest, Mode, Poller, Token};
+use super::{timeout_ms, Event, Interest, Mode, Poller, Token};
+use crate::{retry_eintr, syscall};
 
 const MAX_EVENTS: usize = 1024;
 

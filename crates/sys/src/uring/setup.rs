@@ -1,0 +1,157 @@
+//! Ring creation (setup flags with fallback), the opcode probe, the probe for receive byte
+//! limits, and the one-line refusal when io_uring is missing or forbidden.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, IoUring, Probe};
+
+use super::ops::{self, PROBE};
+use super::submit::{Uring, Wait};
+use crate::count_syscall;
+
+/// Why a ring could not be set up.
+#[derive(Debug)]
+pub enum SetupError {
+    /// io_uring (or a feature the worker needs) is missing or forbidden: one line naming the
+    /// cause and `--backend epoll`.
+    Unavailable(String),
+    /// A size in the configuration is out of range.
+    Invalid(String),
+    /// Anything else.
+    Io(io::Error),
+}
+
+/// Opcodes the worker uses; a kernel lacking one is refused up front rather than failing on
+/// the first request.
+const REQUIRED: [(u8, &str); 7] = [
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::Close::CODE, "CLOSE"),
+    (opcode::Connect::CODE, "CONNECT"),
+];
+
+/// Setup flags tried in order; the next set is tried when the kernel answers EINVAL.
+const ATTEMPTS: [(&str, Flags); 3] = [
+    ("SINGLE_ISSUER|DEFER_TASKRUN", Flags::DeferTaskrun),
+    ("COOP_TASKRUN", Flags::CoopTaskrun),
+    ("no setup flags", Flags::None),
+];
+
+#[derive(Clone, Copy)]
+enum Flags {
+    DeferTaskrun,
+    CoopTaskrun,
+    None,
+}
+
+/// Create a ring with the best setup flags this kernel accepts; returns it and their name.
+pub(super) fn build(sq_entries: u32, cq_entries: u32) -> Result<(IoUring, &'static str), SetupError> {
+    for (name, flags) in ATTEMPTS {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq_entries).setup_clamp();
+        match flags {
+            Flags::DeferTaskrun => {
+                b.setup_submit_all().setup_single_issuer().setup_defer_taskrun();
+            }
+            Flags::CoopTaskrun => {
+                b.setup_submit_all().setup_coop_taskrun();
+            }
+            Flags::None => {}
+        }
+        count_syscall();
+        match b.build(sq_entries) {
+            Ok(ring) => return Ok((ring, name)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
+            Err(e) => return Err(setup_failure(&e)),
+        }
+    }
+    Err(unavailable(
+        "io_uring_setup rejected every flag combination with EINVAL (kernel too old: ringpoll needs Linux 6.0 or later)",
+    ))
+}
+
+/// Check the kernel features and opcodes the worker relies on.
+pub(super) fn check(ring: &IoUring) -> Result<(), SetupError> {
+    if !ring.params().is_feature_ext_arg() {
+        return Err(unavailable("the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11+; ringpoll needs 6.0+)"));
+    }
+    let mut probe = Probe::new();
+    count_syscall();
+    if let Err(e) = ring.submitter().register_probe(&mut probe) {
+        return Err(unavailable(&format!("probing io_uring opcodes failed: {e} (kernel too old)")));
+    }
+    let missing: Vec<&str> = REQUIRED.iter().filter(|(code, _)| !probe.is_supported(*code)).map(|(_, n)| *n).collect();
+    if !missing.is_empty() {
+        return Err(unavailable(&format!("the kernel lacks the io_uring opcode(s) {}", missing.join(", "))));
+    }
+    Ok(())
+}
+
+/// Whether the kernel supports an optional opcode (one probe; false when probing fails).
+pub(super) fn supports(ring: &IoUring, code: u8) -> bool {
+    let mut probe = Probe::new();
+    count_syscall();
+    ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
+}
+
+/// The one-line message for a refused io_uring, naming the cause and the alternative.
+pub(super) fn unavailable(why: &str) -> SetupError {
+    SetupError::Unavailable(format!("io_uring is not available: {why}; use --backend epoll"))
+}
+
+fn setup_failure(e: &io::Error) -> SetupError {
+    let why = match e.raw_os_error() {
+        Some(libc::EPERM) => format!("io_uring_setup failed with EPERM ({})", eperm_cause()),
+        Some(libc::ENOSYS) => "io_uring_setup failed with ENOSYS (this kernel has no io_uring)".to_string(),
+        Some(libc::ENOMEM) => {
+            "io_uring_setup failed with ENOMEM (out of memory or locked-memory limit; try a smaller --uring-sq-entries)"
+                .to_string()
+        }
+        _ => format!("io_uring_setup failed: {e}"),
+    };
+    unavailable(&why)
+}
+
+fn eperm_cause() -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    match sysctl.as_deref().map(str::trim) {
+        Some(v) if v != "0" => format!("kernel.io_uring_disabled={v}"),
+        _ => "a seccomp profile forbids it, as container runtimes' defaults do".to_string(),
+    }
+}
+
+/// Does this kernel take a byte limit on multishot receives (Linux 6.17+)? Older kernels
+/// reject the request with EINVAL when it is prepared, i.e. during the submit. Probed on a
+/// socketpair that never carries data, before the worker queues anything.
+pub(super) fn probe_recv_limit(uring: &mut Uring) -> bool {
+    count_syscall();
+    let Ok((a, _b)) = std::os::unix::net::UnixStream::pair() else { return false };
+    let e = ops::recv_multi(a.as_raw_fd(), Some(1)).user_data(PROBE);
+    // SAFETY: the entry carries no pointer (the buffers come from the registered ring).
+    unsafe { uring.push(e) };
+    if uring.backlogged() || uring.enter(None, true).is_err() {
+        return false;
+    }
+    let mut armed = true;
+    let mut supported = true;
+    for cqe in uring.drain() {
+        if cqe.user_data() == PROBE {
+            armed = cqueue::more(cqe.flags());
+            supported &= cqe.result() != -libc::EINVAL;
+        }
+    }
+    if armed {
+        // SAFETY: no pointer in a cancel request.
+        unsafe { uring.push(ops::cancel(PROBE)) };
+        let wait = Wait { timeout: Duration::from_millis(100), min_complete: 1, min_wait: Duration::ZERO };
+        let _ = uring.enter(Some(wait), true);
+        // Whatever is left (the cancelled receive) is ignored, as PROBE, by the completions.
+        uring.drain();
+    }
+    supported
+}
