@@ -47,12 +47,12 @@ impl Lost {
         match self {
             Lost::Eof => "connection closed by the server with requests in flight".into(),
             Lost::ServerClose => "server sent Connection: close with requests in flight".into(),
-            Lost::Read(e) => format!("read: {}", crate::driver::describe_connect_error(e)),
-            Lost::Write(e) => format!("write: {}", crate::driver::describe_connect_error(e)),
+            Lost::Read(e) => format!("read: {}", crate::describe::describe_connect_error(e)),
+            Lost::Write(e) => format!("write: {}", crate::describe::describe_connect_error(e)),
             Lost::Frame(e) => format!("read: {e}"),
             Lost::Unexpected => "read: bytes received with no request in flight".into(),
             Lost::Timeout => "request timed out".into(),
-            Lost::Connect(e) => format!("connect: {}", crate::driver::describe_connect_error(e)),
+            Lost::Connect(e) => format!("connect: {}", crate::describe::describe_connect_error(e)),
             Lost::Poller(e) => format!("poller: {e}"),
         }
     }

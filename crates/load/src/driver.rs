@@ -2,7 +2,6 @@
 //! results into a [`Report`].
 
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use crate::config::{parse_target, LoadConfig, LoadPoller, Plan};
 use crate::report::{Errors, Latency, Report, StatusClasses, TimelineRow};
 use crate::stats::{latency_histogram, timeline_histogram};
 use crate::thread::{Live, Msg, ThreadOut, ThreadSpec};
+use crate::describe::describe_connect_error;
 use crate::worker::run_thread;
 
 /// When nothing has connected after this long (and connects failed), the run stops early.
@@ -137,26 +137,6 @@ pub fn run_load_until(cfg: LoadConfig, stop: &AtomicBool) -> anyhow::Result<Repo
 /// Thread `i`'s share of `n` items over `t` threads.
 fn share(n: usize, t: usize, i: usize) -> usize {
     n / t + usize::from(i < n % t)
-}
-
-/// "connection refused", not "Connection refused (os error 111)".
-#[must_use]
-pub fn describe_connect_error(e: &io::Error) -> String {
-    let s = match e.kind() {
-        io::ErrorKind::ConnectionRefused => return "connection refused".into(),
-        io::ErrorKind::TimedOut => return "connection timed out".into(),
-        io::ErrorKind::ConnectionReset => return "connection reset by peer".into(),
-        _ => e.to_string(),
-    };
-    let s = match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    };
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => s,
-    }
 }
 
 fn build_report(
@@ -291,13 +271,5 @@ mod tests {
         for (n, t) in [(64, 1), (64, 3), (5, 2), (0, 4)] {
             assert_eq!((0..t).map(|i| share(n, t, i)).sum::<usize>(), n);
         }
-    }
-
-    #[test]
-    fn connect_errors_read_well() {
-        let e = io::Error::from_raw_os_error(111);
-        assert_eq!(describe_connect_error(&e), "connection refused");
-        let e = io::Error::from_raw_os_error(99);
-        assert_eq!(describe_connect_error(&e), "cannot assign requested address");
     }
 }

@@ -19,6 +19,7 @@
 mod cli;
 mod config;
 mod conn;
+mod describe;
 mod driver;
 mod report;
 mod stats;
@@ -28,5 +29,6 @@ mod worker;
 pub use cli::{run, CpuList, LoadArgs};
 pub use ringpoll_proto::units;
 pub use config::{parse_cpus, parse_target, LoadConfig, LoadMode, LoadPoller, Target};
-pub use driver::{describe_connect_error, run_load, run_load_until};
+pub use describe::describe_connect_error;
+pub use driver::{run_load, run_load_until};
 pub use report::{fmt_bytes, fmt_us, Errors, Latency, Report, StatusClasses, TimelineRow};

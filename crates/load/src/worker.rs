@@ -25,7 +25,7 @@ use ringpoll_server::sys::socket;
 
 use crate::config::Plan;
 use crate::conn::{Conn, Lost, State, MAX_BACKOFF, MIN_BACKOFF};
-use crate::driver::describe_connect_error;
+use crate::describe::describe_connect_error;
 use crate::stats::{ErrorKind, Recorder, Slot};
 use crate::thread::{thread_cpu_us, Live, Msg, ThreadOut, ThreadSpec};
 
