@@ -23,7 +23,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         return Ok(Duration::from_secs_f64(secs));
     }
-    let d = humantime::parse_duration(t).map_err(|e| format!("invalid duration '{t}': {e} (examples: 500ms, 10s, 1m)"))?;
+    let d =
+        humantime::parse_duration(t).map_err(|e| format!("invalid duration '{t}': {e} (examples: 500ms, 10s, 1m)"))?;
     if d.as_secs_f64() > MAX_SECS {
         return Err(format!("duration out of range: '{t}'"));
     }
