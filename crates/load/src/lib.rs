@@ -15,6 +15,7 @@
 //!
 //! The library API is [`run_load`] / [`run_load_until`] returning a [`Report`] (the very
 //! object `--json` prints; field reference in `crates/load/README.md`).
+#![forbid(unsafe_code)]
 
 mod cli;
 mod config;
