@@ -158,8 +158,11 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     for k in &results.knees {
         println!("knee {} {}: {}", k.workload, k.label, k.rps.map_or("none".into(), |v| format!("{v:.0} req/s")));
     }
-    for v in results.verdicts.iter().filter(|v| v.headline) {
-        println!("{}: {} [{}]", v.workload, v.text, v.metric.describe());
+    if !results.verdicts.is_empty() {
+        println!("\nverdicts (95% CI over paired rounds; headline ones marked *):");
+    }
+    for v in results.verdicts.iter().filter(|v| v.headline || v.metric == results::Metric::ProcessCpu) {
+        println!("{} {}: {} [{}]", if v.headline { "*" } else { " " }, v.workload, v.text, v.metric.describe());
     }
     write_outputs(&results, &opts.out)?;
     eprintln!("wrote {}/{{results.json,report.md,*.svg}}", opts.out.display());
