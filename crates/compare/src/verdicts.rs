@@ -19,7 +19,9 @@ pub fn best_peer<'a>(cells: &'a [Cell], workload: &str) -> Option<&'a Cell> {
         .min_by(|a, b| a.median.cpu_us_per_req.total_cmp(&b.median.cpu_us_per_req))
 }
 
-/// The comparisons of one workload: `(a, b, headline)` as indices into `cells`.
+/// The comparisons of one workload: `(a, b, headline)` as indices into `cells`. The headline
+/// ones are uring vs epoll and epoll and uring vs the best peer; when a run has none of those
+/// (e.g. `--backends epoll,poll`), every comparison is a headline one.
 #[must_use]
 pub fn comparisons(cells: &[Cell], workload: &str) -> Vec<(usize, usize, bool)> {
     let idx = |pred: &dyn Fn(&Cell) -> bool| cells.iter().position(|c| c.workload.name == workload && pred(c));
@@ -32,6 +34,11 @@ pub fn comparisons(cells: &[Cell], workload: &str) -> Vec<(usize, usize, bool)> 
         }
         if let Some(p) = peer {
             out.push((i, p, c.label == "uring" || c.label == "epoll"));
+        }
+    }
+    if !out.iter().any(|c| c.2) {
+        for c in &mut out {
+            c.2 = true;
         }
     }
     out
@@ -177,5 +184,8 @@ mod tests {
         assert_eq!(all.len(), 10, "both metrics for each comparison");
         assert!(all.iter().any(|v| v.metric == Metric::CoreBusy && v.text.contains("core busy time per request")));
         assert!(widest_headline(&cells, w).unwrap() > 0.0);
+        // Without uring or a peer, the comparisons made are the headline.
+        let two = vec![cells[0].clone(), cells[2].clone()];
+        assert_eq!(comparisons(&two, w), vec![(1, 0, true)]);
     }
 }
