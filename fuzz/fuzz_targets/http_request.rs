@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use ringpoll_proto::http::Http1;
 use ringpoll_proto::{Ctx, Protocol};
 
-const CTX: Ctx<'static> = Ctx { date: b"Sun, 06 Nov 1994 08:49:37 GMT" };
+const CTX: Ctx<'static> = Ctx::new(b"Sun, 06 Nov 1994 08:49:37 GMT");
 
 fuzz_target!(|data: &[u8]| {
     let (cut, bytes) = match data.split_first() {

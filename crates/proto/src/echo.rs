@@ -1,6 +1,6 @@
 //! Echo: every byte received is sent back, in order, whatever the chunking.
 
-use crate::{Ctx, Progress, Protocol};
+use crate::{Ctx, Limits, Progress, Protocol, RequestState};
 
 /// Stateless apart from the EOF flag: the output buffer is the only state an echo needs.
 #[derive(Debug, Default)]
@@ -10,6 +10,10 @@ pub struct Echo {
 
 impl Protocol for Echo {
     const NAME: &'static str = "echo";
+
+    fn new(_limits: &Limits) -> Self {
+        Self::default()
+    }
 
     fn on_data(&mut self, input: &[u8], out: &mut Vec<u8>, _ctx: &Ctx<'_>) -> Progress {
         if self.eof || input.is_empty() {
@@ -25,8 +29,14 @@ impl Protocol for Echo {
         Progress { requests: 0, close: true }
     }
 
-    fn is_idle(&self) -> bool {
-        true
+    /// Echo has no requests: it is always between them.
+    fn request_state(&self) -> RequestState {
+        RequestState::Idle
+    }
+
+    fn on_read_timeout(&mut self, _out: &mut Vec<u8>, _ctx: &Ctx<'_>) -> Progress {
+        self.eof = true;
+        Progress { requests: 0, close: true }
     }
 }
 
@@ -35,7 +45,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CTX: Ctx<'static> = Ctx { date: b"Thu, 01 Jan 1970 00:00:00 GMT" };
+    const CTX: Ctx<'static> = Ctx::new(b"Thu, 01 Jan 1970 00:00:00 GMT");
 
     proptest! {
         #[test]

@@ -11,10 +11,14 @@ pub mod buf;
 pub mod client;
 pub mod echo;
 pub mod http;
+pub mod lifecycle;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod units;
+pub mod upstream;
 
 pub use buf::OutBuf;
+pub use lifecycle::{CloseReason, Stats};
 
 /// What the connection's worker hands to a protocol on every call.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +26,50 @@ pub struct Ctx<'a> {
     /// The current `Date` header value in IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`),
     /// refreshed by the worker at most once per second.
     pub date: &'a [u8],
+    /// The server is shutting down: end the connection after the response being produced
+    /// (HTTP: `Connection: close`), so that a client never sends a request into a close.
+    pub closing: bool,
+}
+
+impl<'a> Ctx<'a> {
+    #[must_use]
+    pub const fn new(date: &'a [u8]) -> Self {
+        Self { date, closing: false }
+    }
+}
+
+/// Per-connection limits a protocol enforces itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// HTTP: requests served on one connection; the last response carries
+    /// `Connection: close` (0: no limit).
+    pub keepalive_requests: u32,
+    /// HTTP: largest request body accepted, in bytes; a larger one is answered `413` and the
+    /// connection closes (as soon as the head says so, or as the chunks add up past it).
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    /// The server's defaults (nginx's `keepalive_requests`, a 1 MiB body).
+    fn default() -> Self {
+        Self { keepalive_requests: 10_000, max_body: 1 << 20 }
+    }
+}
+
+impl Limits {
+    /// No limits at all (tests, fuzzing).
+    pub const NONE: Self = Self { keepalive_requests: 0, max_body: u64::MAX };
+}
+
+/// Where a protocol is within the current request, for the lifecycle's read deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestState {
+    /// Between requests: nothing partially received (the keep-alive deadline applies).
+    Idle,
+    /// Part of a request head is held (the head deadline applies).
+    Head,
+    /// A body is being received (the body deadline applies between reads).
+    Body,
 }
 
 /// What a protocol call did, beyond the bytes it appended to the output.
@@ -41,9 +89,12 @@ pub struct Progress {
 ///   bounded by the protocol's own limits) and appends responses to `out`;
 /// - once a call returns `close: true`, further input is ignored;
 /// - no call panics, whatever the bytes.
-pub trait Protocol: Default + Send + 'static {
+pub trait Protocol: Send + 'static {
     /// Short name used in logs and summaries.
     const NAME: &'static str;
+
+    /// A fresh connection.
+    fn new(limits: &Limits) -> Self;
 
     /// Feed bytes received from the peer.
     fn on_data(&mut self, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx<'_>) -> Progress;
@@ -51,7 +102,16 @@ pub trait Protocol: Default + Send + 'static {
     /// The peer shut down its sending side (read returned 0).
     fn on_eof(&mut self, out: &mut Vec<u8>, ctx: &Ctx<'_>) -> Progress;
 
+    /// Where the connection is within a request.
+    fn request_state(&self) -> RequestState;
+
+    /// A read deadline of the lifecycle expired (request head or body too slow): append what
+    /// the peer should be told (HTTP: `408`) and close.
+    fn on_read_timeout(&mut self, out: &mut Vec<u8>, ctx: &Ctx<'_>) -> Progress;
+
     /// True when the connection sits between requests with nothing partially received, i.e.
-    /// closing it now loses nothing (used by graceful shutdown and idle timeouts).
-    fn is_idle(&self) -> bool;
+    /// closing it now loses nothing.
+    fn is_idle(&self) -> bool {
+        self.request_state() == RequestState::Idle
+    }
 }

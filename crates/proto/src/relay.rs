@@ -219,6 +219,44 @@ impl Relay {
         self.reset || self.flows.iter().all(|f| f.src_eof && f.dst_shut)
     }
 
+    /// Put `bytes` in front of everything else bound for `to` (a PROXY protocol header for the
+    /// upstream). They are not counted as received from the other side.
+    pub fn inject(&mut self, to: Side, bytes: &[u8]) {
+        let f = &mut self.flows[to.other().idx()];
+        let mut buf = crate::buf::OutBuf::new();
+        buf.extend_from_slice(bytes);
+        buf.extend_from_slice(f.buf.pending());
+        f.buf = buf;
+    }
+
+    /// For a transport that holds outgoing bytes itself (counted mode): take the bytes this
+    /// relay buffered for `to` (injected ones, or ones received before the transport took over);
+    /// from now on they count as held by the transport, to be reported with
+    /// [`Relay::sent_piped`].
+    pub fn hand_over(&mut self, to: Side) -> Option<Vec<u8>> {
+        let f = &mut self.flows[to.other().idx()];
+        if f.buf.is_empty() {
+            return None;
+        }
+        let bytes = f.buf.pending().to_vec();
+        f.piped += bytes.len();
+        f.buf.clear();
+        Some(bytes)
+    }
+
+    /// Reading `side` is paused by backpressure.
+    #[must_use]
+    pub fn is_paused(&self, side: Side) -> bool {
+        self.flows[side.idx()].paused
+    }
+
+    /// The direction from `side` is finished: its FIN arrived and was forwarded.
+    #[must_use]
+    pub fn is_finished(&self, side: Side) -> bool {
+        let f = &self.flows[side.idx()];
+        f.src_eof && f.dst_shut
+    }
+
     /// Nothing buffered in either direction.
     #[must_use]
     pub fn is_quiet(&self) -> bool {
@@ -298,6 +336,21 @@ mod tests {
         assert!(!r.wants_read(Side::Upstream));
         r.sent_piped(Side::Client, 1);
         assert!(r.wants_read(Side::Upstream));
+    }
+
+    #[test]
+    fn injected_bytes_go_first_and_handed_over_bytes_stay_counted() {
+        let mut r = connected();
+        r.received(Side::Client, b"data");
+        r.inject(Side::Upstream, b"HDR ");
+        assert_eq!(r.outgoing(Side::Upstream), b"HDR data");
+        r.received_eof(Side::Client);
+        assert_eq!(r.hand_over(Side::Upstream).as_deref(), Some(&b"HDR data"[..]));
+        assert_eq!(r.outgoing_len(Side::Upstream), 8);
+        assert!(!r.should_shutdown(Side::Upstream), "the transport still holds them");
+        r.sent_piped(Side::Upstream, 8);
+        assert!(r.should_shutdown(Side::Upstream));
+        assert!(r.hand_over(Side::Upstream).is_none());
     }
 
     #[test]

@@ -79,16 +79,20 @@ pub(super) struct Chunked {
     line: usize,
     /// Trailer bytes still allowed.
     trailer_budget: usize,
+    /// Data bytes still allowed ([`crate::Limits::max_body`]); beyond them 413.
+    body_budget: u64,
 }
 
 impl Chunked {
-    /// A decoder for a body whose request head was `head_len` bytes long.
-    pub(super) fn new(head_len: usize) -> Self {
+    /// A decoder for a body whose request head was `head_len` bytes long and whose data may
+    /// add up to `max_body` bytes.
+    pub(super) fn new(head_len: usize, max_body: u64) -> Self {
         Chunked {
             state: State::Size { digits: false },
             size: 0,
             line: 0,
             trailer_budget: MAX_HEADER_BYTES.saturating_sub(head_len),
+            body_budget: max_body,
         }
     }
 
@@ -140,6 +144,8 @@ impl Chunked {
             (State::Ext, b) if b != b'\n' => State::Ext,
             (State::SizeLf, b'\n') => {
                 self.line = 0;
+                // A chunk that would take the body past the limit is refused before its data.
+                self.body_budget = self.body_budget.checked_sub(self.size).ok_or(413u16)?;
                 if self.size == 0 {
                     State::TrailerStart
                 } else {
@@ -170,9 +176,9 @@ mod tests {
 
     /// Feeds `body` whole, then byte by byte; both must agree. Returns (consumed, step).
     fn run(body: &[u8]) -> (usize, Step) {
-        let mut c = Body::Chunked(Chunked::new(100));
+        let mut c = Body::Chunked(Chunked::new(100, u64::MAX));
         let whole = c.consume(body);
-        let mut c = Body::Chunked(Chunked::new(100));
+        let mut c = Body::Chunked(Chunked::new(100, u64::MAX));
         let mut used = 0;
         let mut step = Step::More;
         for b in body {
@@ -239,17 +245,26 @@ mod tests {
 
     #[test]
     fn chunk_size_at_the_limit_does_not_overflow() {
-        let mut c = Body::Chunked(Chunked::new(0));
+        let mut c = Body::Chunked(Chunked::new(0, u64::MAX));
         assert_eq!(c.consume(b"FFFFFFFFFFFFFFFF\r\n"), (18, Step::More));
         assert_eq!(c.consume(&[7; 1000]), (1000, Step::More));
     }
 
     #[test]
+    fn chunks_past_the_body_limit_are_413_before_their_data() {
+        let mut c = Body::Chunked(Chunked::new(0, 10));
+        assert_eq!(c.consume(b"6\r\nabcdef\r\n4\r\nabcd\r\n"), (20, Step::More), "exactly at the limit");
+        assert_eq!(c.consume(b"1\r\n"), (3, Step::Error(413)));
+        let mut huge = Body::Chunked(Chunked::new(0, 1 << 20));
+        assert_eq!(huge.consume(b"FFFFFFFFFFFFFFFF\r\n").1, Step::Error(413), "2^64-1 bytes declared");
+    }
+
+    #[test]
     fn trailers_count_toward_the_head_limit() {
-        let mut c = Body::Chunked(Chunked::new(MAX_HEADER_BYTES - 10));
+        let mut c = Body::Chunked(Chunked::new(MAX_HEADER_BYTES - 10, u64::MAX));
         let (_, step) = c.consume(b"0\r\nX-Long-Trailer: 1234567890\r\n\r\n");
         assert_eq!(step, Step::Error(431));
-        let mut c = Body::Chunked(Chunked::new(MAX_HEADER_BYTES - 10));
+        let mut c = Body::Chunked(Chunked::new(MAX_HEADER_BYTES - 10, u64::MAX));
         assert_eq!(c.consume(b"0\r\nX: 12\r\n\r\n"), (12, Step::Done));
     }
 }

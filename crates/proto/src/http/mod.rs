@@ -24,7 +24,7 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-use crate::{Ctx, Progress, Protocol};
+use crate::{Ctx, Limits, Progress, Protocol, RequestState};
 use body::{Body, Chunked, Step};
 use parse::{Conn, Framing, Method, Parsed, REQUEST_LINE_LIMIT};
 pub use response::HELLO_BODY;
@@ -39,8 +39,11 @@ pub const MAX_TARGET: usize = 4096;
 pub const MAX_CHUNK_LINE: usize = 1024;
 
 /// One HTTP/1.x server connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Http1 {
+    limits: Limits,
+    /// Responses to complete requests produced so far (for `Limits::keepalive_requests`).
+    served: u32,
     /// Partial request head carried over between calls (empty on the hot path).
     buf: Vec<u8>,
     /// Body of the current request still being skipped.
@@ -61,14 +64,35 @@ struct Pending {
     conn: Conn,
 }
 
+impl Default for Http1 {
+    /// A connection with the server's default [`Limits`].
+    fn default() -> Self {
+        Self::with_limits(Limits::default())
+    }
+}
+
 impl Http1 {
+    #[must_use]
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            served: 0,
+            buf: Vec::new(),
+            body: None,
+            pending: Pending::default(),
+            closed: false,
+            last_error: None,
+            answered: 0,
+        }
+    }
+
     /// Bytes of partial request head held between calls (bounded by [`MAX_HEADER_BYTES`]).
     #[must_use]
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
-    /// Status of the error response (400, 414, 417, 431, 501, 505) this connection was closed with, so
+    /// Status of the error response (400, 408, 413, 414, 417, 431, 501, 505) this connection was closed with, so
     /// that the server can count errors by status. `None` while serving or after a normal
     /// close (`Connection: close`, HTTP/1.0, EOF).
     #[must_use]
@@ -168,20 +192,30 @@ impl Http1 {
     /// A valid head was parsed: answer now, or after its body.
     fn start(&mut self, head: parse::Head, head_len: usize, out: &mut Vec<u8>, ctx: &Ctx<'_>) {
         self.pending = Pending { method: head.method, conn: head.conn };
-        if head.expect_continue {
+        let too_large = matches!(head.framing, Framing::Length(len) if len > self.limits.max_body);
+        if head.expect_continue && !too_large {
             // The body is read whatever the method (a 405 comes after it), so the client is
             // told to go ahead; if the body is already here, the interim response is harmless.
             out.extend_from_slice(response::CONTINUE);
         }
         match head.framing {
             Framing::None | Framing::Length(0) => self.respond(out, ctx),
+            // Refused before a byte of it is read: the client learns at once (and an
+            // `Expect: 100-continue` client never sends it).
+            Framing::Length(len) if len > self.limits.max_body => self.fail(413, out, ctx),
             Framing::Length(len) => self.body = Some(Body::Length(len)),
-            Framing::Chunked => self.body = Some(Body::Chunked(Chunked::new(head_len))),
+            Framing::Chunked => self.body = Some(Body::Chunked(Chunked::new(head_len, self.limits.max_body))),
         }
     }
 
     fn respond(&mut self, out: &mut Vec<u8>, ctx: &Ctx<'_>) {
-        let Pending { method, conn } = self.pending;
+        let Pending { method, mut conn } = self.pending;
+        self.served = self.served.saturating_add(1);
+        let limit = self.limits.keepalive_requests;
+        if ctx.closing || (limit > 0 && self.served >= limit) {
+            // The last response of this connection says so (RFC 9112 section 9.6).
+            conn = Conn::Close;
+        }
         match method {
             Method::Get => response::hello(out, ctx.date, false, conn),
             Method::Head => response::hello(out, ctx.date, true, conn),
@@ -210,6 +244,10 @@ impl Http1 {
 impl Protocol for Http1 {
     const NAME: &'static str = "http";
 
+    fn new(limits: &Limits) -> Self {
+        Self::with_limits(*limits)
+    }
+
     /// `requests` counts every response appended, error responses included (those also
     /// close; see [`Http1::status_of_last_error`]).
     fn on_data(&mut self, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx<'_>) -> Progress {
@@ -235,7 +273,27 @@ impl Protocol for Http1 {
         Progress { requests: 0, close: true }
     }
 
-    fn is_idle(&self) -> bool {
-        self.buf.is_empty() && self.body.is_none()
+    fn request_state(&self) -> RequestState {
+        if self.closed {
+            RequestState::Idle
+        } else if self.body.is_some() {
+            RequestState::Body
+        } else if self.buf.is_empty() {
+            RequestState::Idle
+        } else {
+            RequestState::Head
+        }
+    }
+
+    /// A request head or body that does not arrive in time is answered `408` (a connection
+    /// with nothing of a request yet just closes).
+    fn on_read_timeout(&mut self, out: &mut Vec<u8>, ctx: &Ctx<'_>) -> Progress {
+        self.answered = 0;
+        if self.request_state() == RequestState::Idle {
+            self.close();
+        } else {
+            self.fail(408, out, ctx);
+        }
+        Progress { requests: self.answered, close: true }
     }
 }

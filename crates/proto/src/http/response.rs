@@ -53,6 +53,8 @@ pub(super) fn not_allowed(out: &mut Vec<u8>, date: &[u8], conn: Conn) {
 /// Status line (without the `HTTP/1.1 ` prefix) and body of each error response.
 fn error_parts(status: u16) -> (u16, &'static [u8], &'static [u8]) {
     match status {
+        408 => (408, b"408 Request Timeout", b"Request Timeout"),
+        413 => (413, b"413 Content Too Large", b"Content Too Large"),
         414 => (414, b"414 URI Too Long", b"URI Too Long"),
         417 => (417, b"417 Expectation Failed", b"Expectation Failed"),
         431 => (431, b"431 Request Header Fields Too Large", b"Request Header Fields Too Large"),
@@ -130,7 +132,7 @@ mod tests {
 
     #[test]
     fn errors_have_matching_length_and_close() {
-        for status in [400u16, 414, 417, 431, 501, 505] {
+        for status in [400u16, 408, 413, 414, 417, 431, 501, 505] {
             let mut out = Vec::new();
             assert_eq!(error(&mut out, DATE, status), status);
             let s = String::from_utf8(out).unwrap();

@@ -5,7 +5,7 @@ use super::*;
 use proptest::prelude::*;
 
 const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
-const CTX: Ctx<'static> = Ctx { date: DATE };
+const CTX: Ctx<'static> = Ctx::new(DATE);
 const CLOSE: &str = "Connection: close\r\n";
 const KEEP_ALIVE: &str = "Connection: keep-alive\r\n";
 
@@ -42,7 +42,7 @@ impl Run {
 
 /// Feeds the chunks in order, checking the contract after every call.
 fn feed<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Run {
-    let mut h = Http1::default();
+    let mut h = Http1::with_limits(Limits::NONE);
     let mut run = Run::default();
     for chunk in chunks {
         let before = run.out.len();
@@ -100,7 +100,7 @@ fn mixed_pipeline_is_independent_of_chunking() {
 #[test]
 fn sixteen_pipelined_gets_in_one_call() {
     let reqs: Vec<u8> = (0..16).flat_map(|i| format!("GET /{i} HTTP/1.1\r\nHost: h\r\n\r\n").into_bytes()).collect();
-    let mut h = Http1::default();
+    let mut h = Http1::with_limits(Limits::NONE);
     let mut out = Vec::new();
     let p = h.on_data(&reqs, &mut out, &CTX);
     assert_eq!(p, Progress { requests: 16, close: false });
@@ -112,7 +112,7 @@ fn sixteen_pipelined_gets_in_one_call() {
 
 #[test]
 fn partial_tail_is_carried_and_completed() {
-    let mut h = Http1::default();
+    let mut h = Http1::with_limits(Limits::NONE);
     let mut out = Vec::new();
     let p = h.on_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHo", &mut out, &CTX);
     assert_eq!(p, Progress { requests: 1, close: false });
@@ -153,7 +153,7 @@ fn connection_close_stops_the_pipeline() {
 
 #[test]
 fn not_allowed_waits_for_the_body_and_keeps_the_connection() {
-    let mut h = Http1::default();
+    let mut h = Http1::with_limits(Limits::NONE);
     let mut out = Vec::new();
     let p = h.on_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel", &mut out, &CTX);
     assert_eq!((p.requests, out.len()), (0, 0));
@@ -178,7 +178,7 @@ fn not_allowed_waits_for_the_body_and_keeps_the_connection() {
 fn expect_continue_gets_an_interim_response_before_the_body() {
     const CONTINUE: &str = "HTTP/1.1 100 Continue\r\n\r\n";
     let head = b"POST /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
-    let mut h = Http1::default();
+    let mut h = Http1::with_limits(Limits::NONE);
     let mut out = Vec::new();
     // The head alone: the client is told to send the body, nothing else yet.
     let p = h.on_data(head, &mut out, &CTX);
@@ -211,7 +211,7 @@ HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
 
 #[test]
 fn huge_content_length_streams_without_overflow_or_growth() {
-    let mut h = Http1::default();
+    let mut h = Http1::with_limits(Limits::NONE);
     let mut out = Vec::new();
     h.on_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 18446744073709551615\r\n\r\n", &mut out, &CTX);
     let chunk = vec![b'x'; 64 * 1024];
@@ -286,7 +286,7 @@ fn every_error_status_answers_then_closes() {
         assert_eq!(bytewise(&req), run, "{name}: byte at a time");
 
         // After the close nothing more is read or produced.
-        let mut h = Http1::default();
+        let mut h = Http1::with_limits(Limits::NONE);
         let mut out = Vec::new();
         assert!(h.on_data(&req, &mut out, &CTX).close, "{name}");
         let len = out.len();
@@ -310,7 +310,7 @@ fn leading_blank_lines_are_ignored() {
     let run = assert_split_independent(b"\r\n\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n\r\n");
     assert_eq!(run.text(), ok(false, ""));
     // Endless blank lines do not accumulate.
-    let mut h = Http1::default();
+    let mut h = Http1::with_limits(Limits::NONE);
     let mut out = Vec::new();
     for _ in 0..10_000 {
         h.on_data(b"\r\n", &mut out, &CTX);
@@ -323,7 +323,7 @@ fn leading_blank_lines_are_ignored() {
 #[test]
 fn eof_closes_without_answering_partial_requests() {
     for partial in [&b"GET / HTTP/1.1\r\nHost"[..], b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nab", b""] {
-        let mut h = Http1::default();
+        let mut h = Http1::with_limits(Limits::NONE);
         let mut out = Vec::new();
         h.on_data(partial, &mut out, &CTX);
         assert_eq!(h.is_idle(), partial.is_empty());
@@ -567,4 +567,78 @@ proptest! {
         prop_assert_eq!(run.last_error, None);
         prop_assert_eq!(&run, &whole(&stream));
     }
+}
+
+#[test]
+fn the_nth_keepalive_request_gets_connection_close() {
+    let mut h = Http1::with_limits(Limits { keepalive_requests: 3, max_body: u64::MAX });
+    let mut out = Vec::new();
+    let reqs = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(5);
+    let p = h.on_data(&reqs, &mut out, &CTX);
+    assert_eq!(p, Progress { requests: 3, close: true }, "the 4th and 5th are not answered");
+    let expected = [ok(false, ""), ok(false, ""), ok(false, CLOSE)].concat();
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+}
+
+#[test]
+fn closing_ctx_puts_connection_close_on_the_next_response() {
+    let mut h = Http1::with_limits(Limits::NONE);
+    let mut out = Vec::new();
+    let closing = Ctx { date: DATE, closing: true };
+    let p = h.on_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", &mut out, &closing);
+    assert_eq!(p, Progress { requests: 1, close: true });
+    assert_eq!(String::from_utf8(out).unwrap(), ok(false, CLOSE));
+}
+
+#[test]
+fn bodies_over_the_limit_get_413_without_100_continue() {
+    let lim = Limits { keepalive_requests: 0, max_body: 100 };
+    let mut h = Http1::with_limits(lim);
+    let mut out = Vec::new();
+    let req = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n";
+    let p = h.on_data(req, &mut out, &CTX);
+    assert!(p.close);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("HTTP/1.1 413 Content Too Large\r\n"), "{text}");
+    assert_eq!(h.status_of_last_error(), Some(413));
+    // At the limit it is read and answered as usual.
+    let mut h = Http1::with_limits(lim);
+    let mut out = Vec::new();
+    let mut req = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n".to_vec();
+    req.extend_from_slice(&[b'x'; 100]);
+    assert_eq!(h.on_data(&req, &mut out, &CTX), Progress { requests: 1, close: false });
+    // A chunked body that adds up past the limit.
+    let mut h = Http1::with_limits(lim);
+    let mut out = Vec::new();
+    let p = h.on_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n", &mut out, &CTX);
+    assert!(!p.close, "100 bytes declared: still within");
+    let p = h.on_data(&[b'y'; 100], &mut out, &CTX);
+    assert!(!p.close);
+    let p = h.on_data(b"\r\n1\r\n", &mut out, &CTX);
+    assert!(p.close);
+    assert_eq!(h.status_of_last_error(), Some(413));
+}
+
+#[test]
+fn read_timeouts_answer_408_only_mid_request() {
+    let mut h = Http1::with_limits(Limits::NONE);
+    let mut out = Vec::new();
+    assert_eq!(h.request_state(), RequestState::Idle);
+    assert_eq!(h.on_read_timeout(&mut out, &CTX), Progress { requests: 0, close: true });
+    assert!(out.is_empty(), "nothing of a request: just close");
+
+    let mut h = Http1::with_limits(Limits::NONE);
+    h.on_data(b"GET / HTTP/1.1\r\nHo", &mut out, &CTX);
+    assert_eq!(h.request_state(), RequestState::Head);
+    let p = h.on_read_timeout(&mut out, &CTX);
+    assert!(p.close);
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+    assert_eq!(h.status_of_last_error(), Some(408));
+
+    let mut h = Http1::with_limits(Limits::NONE);
+    let mut out = Vec::new();
+    h.on_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab", &mut out, &CTX);
+    assert_eq!(h.request_state(), RequestState::Body);
+    h.on_read_timeout(&mut out, &CTX);
+    assert_eq!(h.status_of_last_error(), Some(408));
 }

@@ -155,7 +155,7 @@ impl<Pr: Protocol> Conn<Pr> {
     /// When the peer's FIN is known to be queued, a short read is not the end: read on to see
     /// the EOF now (edge mode would never report it again).
     fn read<P: Poller>(&mut self, core: &mut Core<P>) -> Result<(), CloseReason> {
-        let ctx = Ctx { date: core.clock.date() };
+        let ctx = Ctx::new(core.clock.date());
         for _ in 0..core.cfg.read_budget {
             if !core.cfg.watermarks.may_read(self.out.len(), self.paused) {
                 return Ok(());
@@ -262,7 +262,7 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
         }
         let inserted = self.conns.insert(Conn {
             stream,
-            proto: Pr::default(),
+            proto: Pr::new(&ringpoll_proto::Limits::NONE),
             out: OutBuf::new(),
             phase: Phase::Open,
             paused: false,

@@ -225,7 +225,7 @@ impl<Pr: Protocol> Conn<Pr> {
             return; // closing, lingering or closed: input is discarded
         }
         stats.bytes_in += data.len() as u64;
-        let p = self.proto.on_data(data, self.out.writer(), &Ctx { date: clock.date() });
+        let p = self.proto.on_data(data, self.out.writer(), &Ctx::new(clock.date()));
         stats.requests += u64::from(p.requests);
         if p.close {
             self.phase = Phase::Closing;
@@ -236,7 +236,7 @@ impl<Pr: Protocol> Conn<Pr> {
         self.read_open = false;
         self.last_active = clock.now();
         if self.phase == Phase::Open {
-            let p = self.proto.on_eof(self.out.writer(), &Ctx { date: clock.date() });
+            let p = self.proto.on_eof(self.out.writer(), &Ctx::new(clock.date()));
             stats.requests += u64::from(p.requests);
             if p.close {
                 self.phase = Phase::Closing;
@@ -317,7 +317,7 @@ impl<Pr: Protocol> Handler for Streams<Pr> {
     fn accept(&mut self, core: &mut Core, stream: TcpStream) {
         let key = self.conns.insert(Conn {
             stream,
-            proto: Pr::default(),
+            proto: Pr::new(&ringpoll_proto::Limits::NONE),
             out: OutBuf::new(),
             spare: OutBuf::new(),
             sending: 0,
