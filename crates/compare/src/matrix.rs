@@ -81,7 +81,7 @@ impl Workload {
     pub fn params(&self) -> String {
         let mut s = self.proto.name().to_string();
         if self.proto != Proto::Http {
-            s.push_str(&format!(" size={}", crate::workload::fmt_size(self.size)));
+            s.push_str(&format!(" size={}", fmt_size(self.size)));
         }
         s.push_str(&format!(" conns={} depth={}", self.conns, self.depth));
         if self.idle > 0 {
@@ -119,6 +119,18 @@ pub fn idle_workloads(levels: &[usize]) -> Vec<Workload> {
         .iter()
         .map(|&idle| Workload { idle, ..Workload::new(&format!("echo-64B-c64-idle{idle}"), Proto::Echo, 64, 64, 1) })
         .collect()
+}
+
+/// `64B`, `1KiB`, `16KiB`, `1MiB`, `1500B`.
+#[must_use]
+pub fn fmt_size(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{}MiB", n >> 20)
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{}KiB", n >> 10)
+    } else {
+        format!("{n}B")
+    }
 }
 
 /// The reference servers `--peers` can name.

@@ -52,7 +52,10 @@ pub fn check_privilege() -> Result<()> {
             missing.join(" and ")
         );
     }
-    if !crate::procs::have("ip") {
+    let on_path =
+        |p: &str| std::env::var_os("PATH").is_some_and(|v| std::env::split_paths(&v).any(|d| d.join(p).is_file()));
+    if !on_path("ip") && !std::path::Path::new("/usr/sbin/ip").is_file() && !std::path::Path::new("/sbin/ip").is_file()
+    {
         bail!("--net veth needs the `ip` tool (Debian: iproute2)");
     }
     Ok(())

@@ -129,7 +129,7 @@ pub fn knees(r: &Results, slo_us: f64) -> Vec<Knee> {
         };
         k.max_rps = k.max_rps.max(run.rps);
         let kept_up = run.rps >= 0.9 * p.value;
-        if run.p99_us > 0.0 && run.p99_us <= slo_us && kept_up && k.rps.map_or(true, |best| run.rps > best) {
+        if run.p99_us > 0.0 && run.p99_us <= slo_us && kept_up && !matches!(k.rps, Some(best) if run.rps <= best) {
             k.rps = Some(run.rps);
             k.p99_us = Some(run.p99_us);
         }

@@ -3,7 +3,7 @@
 
 use ringpoll_load::units::parse_size_usize;
 
-use crate::matrix::{Proto, Workload};
+use crate::matrix::{fmt_size, Proto, Workload};
 
 /// Keys a workload string takes, for error messages.
 const KEYS: &str = "size=BYTES (echo, proxy), conns=N, depth=N, idle=N, path=/P (http), name=NAME";
@@ -75,18 +75,6 @@ fn auto_name(w: &Workload) -> String {
         n.push_str(&w.path);
     }
     n
-}
-
-/// `64B`, `1KiB`, `16KiB`, `1MiB`, `1500B`.
-#[must_use]
-pub fn fmt_size(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
-        format!("{}MiB", n >> 20)
-    } else if n >= 1024 && n % 1024 == 0 {
-        format!("{}KiB", n >> 10)
-    } else {
-        format!("{n}B")
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{draw_legend, err, fmt_tick, grid, legend_height, Palette};
+use super::style::{draw_legend, err, fmt_tick, grid, legend_height, Palette};
 use crate::results::{Cell, Results};
 
 /// Bars of `metric` per server, one panel per workload. Returns false when there is nothing

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{err, fmt_log_tick, fmt_tick, grid, log_axis, Keyed, Palette};
+use super::style::{err, fmt_log_tick, fmt_tick, grid, log_axis, Keyed, Palette};
 use crate::results::{Cell, Results, SweepKind};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -229,7 +229,7 @@ pub fn conns(r: &Results, path: &Path, p99: bool) -> Result<bool> {
         let (yr, ykeys) = if p99 {
             log_axis(all.iter().map(|p| p.1).fold(f64::MAX, f64::min), ymax)
         } else {
-            (0.0..ymax * 1.1, super::linear_keys(ymax * 1.1))
+            (0.0..ymax * 1.1, super::style::linear_keys(ymax * 1.1))
         };
         let y_coord = Keyed::new(yr, ykeys);
         let mut chart = ChartBuilder::on(area)

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{err, fmt_tick, Keyed, Palette};
+use super::style::{err, fmt_tick, Keyed, Palette};
 use crate::results::{Metric, Results};
 
 /// One row per process-CPU verdict with an interval. Returns false when there is none.
