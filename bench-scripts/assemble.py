@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Assemble docs/BENCHMARKS.md from `ringpoll compare` outputs (results.json + report.md + SVGs).
 
-usage: assemble.py MAIN_DIR IDLE_DIR [COSTS_MD PROFILE_MD] > docs/BENCHMARKS.md
-       assemble.py --readme README.md MAIN_DIR   (rewrites the headline table in README.md)
-COSTS_MD and PROFILE_MD are the outputs of per-request-costs.py and cpu-profile.py, included
-as they are when present.
-Every figure comes from the results.json files; the text states the ratios it computes.
+usage: assemble.py --main DIR --idle DIR [--sweep DIR] [--veth DIR] [--costs MD] [--profile MD]
+                   > docs/BENCHMARKS.md
+       assemble.py --readme README.md --main DIR   (rewrites the headline in README.md)
+COSTS and PROFILE are the outputs of per-request-costs.py and cpu-profile.py, included as
+they are when present. Every figure comes from the results.json files; the verdicts and
+their intervals are the ones `ringpoll compare` computed (paired rounds, 95% CI).
 """
+import argparse
 import json
 import os
 import sys
@@ -17,8 +19,13 @@ def load(d):
         return json.load(f)
 
 
+def have(d):
+    return d and os.path.exists(os.path.join(d, "results.json"))
+
+
 def cells(r, workload=None):
-    return [c for c in r["cells"] if c["error"] is None and (workload is None or c["workload"]["name"] == workload)]
+    return [c for c in r["cells"] if c["error"] is None and c["runs"]
+            and (workload is None or c["workload"]["name"] == workload)]
 
 
 def find(r, workload, label):
@@ -32,13 +39,6 @@ def cpu_min(c):
     return min(x["cpu_us_per_req"] for x in c["runs"]) if c["runs"] else None
 
 
-def find_cell(r, workload, label):
-    for c in cells(r, workload):
-        if c["label"] == label:
-            return c
-    return None
-
-
 def best_peer(r, workload):
     peers = [c for c in cells(r, workload) if c["peer"] and c["loadgen"] == "ringpoll"]
     return min(peers, key=lambda c: c["median"]["cpu_us_per_req"]) if peers else None
@@ -48,33 +48,70 @@ def rel(doc_dir, d, name):
     return os.path.relpath(os.path.join(d, name), doc_dir)
 
 
+def workloads(r):
+    order = []
+    for c in r["cells"]:
+        if c["workload"]["name"] not in order:
+            order.append(c["workload"]["name"])
+    return [w for w in order if cells(r, w)]
+
+
+def verdict(r, w, a, b, metric="process_cpu"):
+    for v in r.get("verdicts", []):
+        if v["workload"] == w and v["a"] == a and v["b"] == b and v["metric"] == metric:
+            return v
+    return None
+
+
+def cell_text(v):
+    """`**0.74x** (0.70-0.79)` when the interval excludes 1.0, else `no difference (0.93-1.08)`."""
+    if not v or not v.get("interval"):
+        return "-"
+    iv = v["interval"]
+    if iv["lo"] <= 1.0 <= iv["hi"]:
+        return f"no difference ({iv['lo']:.2f}–{iv['hi']:.2f})"
+    return f"**{iv['ratio']:.2f}×** ({iv['lo']:.2f}–{iv['hi']:.2f})"
+
+
+def rounds_of(r, w):
+    for p in r.get("progress", []):
+        if p["workload"] == w:
+            return p["rounds"]
+    return max((len(c["runs"]) for c in cells(r, w)), default=0)
+
+
+def how(r):
+    """One sentence on how the headline was produced."""
+    t = r.get("target_ci")
+    target = f", rounds added until every headline interval was within ±{t * 100:.0f}% or time ran out" if t else ""
+    return (f"Ratios of server CPU per request (process utime+stime) over paired rounds: per workload every "
+            f"server ran once per round in a shuffled order, {r['duration_s']:g} s measured after "
+            f"{r['warmup_s']:g} s warm-up, one worker pinned to CPU {r.get('server_cpu', 0)}, `ringpoll load -t1` "
+            f"on CPU {r.get('load_cpu', 1)}{target}. Each cell: the ratio and its 95% confidence interval "
+            f"(Student-t on the per-round log ratios); **bold** when the interval excludes 1.0, \"no difference\" "
+            f"when it spans 1.0. From `{r['command']}`.")
+
+
 def headline(m):
-    """The headline table: epoll and uring beside the best peer, medians."""
-    lines = []
+    """The headline table: uring vs epoll, and each vs the best peer, with intervals."""
+    lines = [how(m), ""]
     p = lines.append
-    order = [c["workload"]["name"] for c in m["cells"]]
-    rows = []
-    for w in sorted({c["workload"]["name"] for c in cells(m)}, key=order.index):
-        bp = best_peer(m, w)
-        ep = find(m, w, "epoll")
-        ur = find(m, w, "uring")
-
-        def ratio(a, b):
-            return f"{a['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}x" if a and b and b["cpu_us_per_req"] > 0 else "-"
-
-        rows.append((w, ep, ur, bp, ratio(ep, bp["median"] if bp else None),
-                     ratio(ur, bp["median"] if bp else None), ratio(ur, ep)))
-    p("| workload | epoll CPU µs/req | uring CPU µs/req | best peer (CPU µs/req) | epoll / peer | uring / peer | uring / epoll |")
-    p("|---|---|---|---|---|---|---|")
-    for w, ep, ur, bp, a, b, c in rows:
-        peer = f"{bp['label']} ({bp['median']['cpu_us_per_req']:.2f})" if bp else "-"
+    p("| workload | rounds | epoll CPU µs/req | uring CPU µs/req | uring / epoll | uring / epoll (core busy) | best peer | epoll / peer | uring / peer |")
+    p("|---|---|---|---|---|---|---|---|---|")
+    for w in workloads(m):
+        ep, ur, bp = find(m, w, "epoll"), find(m, w, "uring"), best_peer(m, w)
         fmt = lambda x: f"{x['cpu_us_per_req']:.2f}" if x else "-"
-        p(f"| {w} | {fmt(ep)} | {fmt(ur)} | {peer} | {a} | {b} | {c} |")
+        peer = bp["label"] if bp else None
+        p(f"| {w} | {rounds_of(m, w)} | {fmt(ep)} | {fmt(ur)} | {cell_text(verdict(m, w, 'uring', 'epoll'))} | "
+          f"{cell_text(verdict(m, w, 'uring', 'epoll', 'core_busy'))} | "
+          f"{peer + ' (' + fmt(bp['median']) + ')' if bp else '-'} | "
+          f"{cell_text(verdict(m, w, 'epoll', peer)) if peer else '-'} | "
+          f"{cell_text(verdict(m, w, 'uring', peer)) if peer else '-'} |")
     return lines
 
 
 def update_readme(readme, main_dir):
-    """Replace the table between README's headline markers with this run's headline."""
+    """Replace what is between README's headline markers with this run's headline."""
     with open(readme) as f:
         text = f.read()
     begin, end = "<!-- headline -->\n", "<!-- /headline -->"
@@ -84,11 +121,20 @@ def update_readme(readme, main_dir):
 
 
 def main():
-    if sys.argv[1] == "--readme":
-        update_readme(sys.argv[2], sys.argv[3])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--main", required=True)
+    ap.add_argument("--idle")
+    ap.add_argument("--sweep")
+    ap.add_argument("--veth")
+    ap.add_argument("--costs")
+    ap.add_argument("--profile")
+    ap.add_argument("--readme")
+    a = ap.parse_args()
+    if a.readme:
+        update_readme(a.readme, a.main)
         return
-    main_dir, idle_dir = sys.argv[1], sys.argv[2]
-    extras = [x for x in sys.argv[3:5] if os.path.exists(x)]
+    main_dir, idle_dir = a.main, a.idle
+    extras = [x for x in (a.costs, a.profile) if x and os.path.exists(x)]
     doc_dir = "docs"
     m = load(main_dir)
     out = []
@@ -98,38 +144,26 @@ def main():
     p("All figures on this page come from one run of each command below, on this machine:")
     p(f"{mach['cpus']} CPUs ({mach['cpu_model']}), Linux {mach['kernel']}, {mach['date_utc']}. ")
     p("The server under test runs **one worker pinned to CPU 0**; the load generator runs on **CPU 1** "
-      "(`taskset`); reference servers run the same way. Figures drift between runs, so compare rows "
-      "within one table, not across pages.\n")
+      "(`taskset`); reference servers run the same way. This machine is a shared VM whose noise is large "
+      "(a cell's repeats spread up to ±30%), so no single figure is a verdict: servers run in paired, "
+      "interleaved rounds and every comparison is a ratio with its 95% confidence interval.\n")
     p("Regenerate everything with `bash bench-scripts/regen-docs.sh`, which runs:\n")
     p("```sh")
-    p(m["command"])
-    if os.path.exists(os.path.join(idle_dir, "results.json")):
-        p(load(idle_dir)["command"])
+    for d in (main_dir, idle_dir, a.sweep, a.veth):
+        if have(d):
+            p(load(d)["command"])
     p("```\n")
     p("How each column is measured: requests/s and latency percentiles come from the load generator's "
-      "HDR histogram; **CPU µs/req** is the server's utime+stime (from /proc) over the load's measured "
-      "window divided by the requests in it; **syscalls/req** is the server's own count of the system calls "
-      "it made (every call goes through one counted layer); **user %** is the user-space share of server CPU.\n")
-
+      "HDR histograms (merged over a cell's runs); **CPU µs/req** is the server process's utime+stime "
+      "(from /proc) over the load's measured window divided by the successful requests in it; **core µs/req** "
+      "is the busy time of the server's pinned core from /proc/stat (user+nice+system+irq+softirq) over the "
+      "same window, which includes the TCP/IP work the kernel does in softirq on that core for loopback "
+      "traffic (and anything else that ran there); **syscalls/req** is the server's own count of the system "
+      "calls it made; **user %** is the user-space share of server CPU.\n")
     p("## Headline\n")
     out.extend(headline(m))
     p("")
-    p("This machine is a shared 2-vCPU VM and its noise is bimodal: a cell's repeats cluster around two "
-      "levels some 25% apart (host contention comes and goes). The medians above are what `compare` "
-      "reports; since noise only ever adds CPU time, the **minimum over the repeats** is the steadier "
-      "estimate of a server's own cost, so here are the same ratios on minima:\n")
-    p("| workload | epoll min | uring min | best peer min | epoll / peer | uring / peer | uring / epoll |")
-    p("|---|---|---|---|---|---|---|")
-    order = [c["workload"]["name"] for c in m["cells"]]
-    for w in sorted({c["workload"]["name"] for c in cells(m)}, key=order.index):
-        e, u = find_cell(m, w, "epoll"), find_cell(m, w, "uring")
-        peers = [c for c in cells(m, w) if c["peer"] and c["loadgen"] == "ringpoll"]
-        bp = min(peers, key=cpu_min) if peers else None
-        em, um, bm = (cpu_min(x) if x else None for x in (e, u, bp))
-        f = lambda v: f"{v:.2f}" if v else "-"
-        q = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
-        p(f"| {w} | {f(em)} | {f(um)} | {bp['label'] + ' ' + f(bm) if bp else '-'} | {q(em, bm)} | {q(um, bm)} | {q(um, em)} |")
-    p("")
+    p(f"![verdicts]({rel(doc_dir, main_dir, 'verdicts.svg')})\n")
     p(f"![throughput]({rel(doc_dir, main_dir, 'throughput.svg')})\n")
     p(f"![server CPU per request]({rel(doc_dir, main_dir, 'cpu.svg')})\n")
     p(f"![latency]({rel(doc_dir, main_dir, 'latency.svg')})\n")
@@ -138,7 +172,36 @@ def main():
         body = f.read().split("\n", 1)[1]
     p(body.replace("](", f"]({os.path.relpath(main_dir, doc_dir)}/"))
 
-    if os.path.exists(os.path.join(idle_dir, "results.json")):
+    if have(a.sweep):
+        r = load(a.sweep)
+        p("\n## Latency against load (rate sweep)\n")
+        p("Open loop at rising offered rates (fractions of the fastest server's closed-loop maximum, the same "
+          "rates for every server), latency corrected for coordinated omission. A server's **knee** is the "
+          f"highest achieved rate whose p99 stayed at or under {r.get('slo_us', 1000):.0f} µs.\n")
+        p(f"![latency against throughput]({rel(doc_dir, a.sweep, 'curves.svg')})\n")
+        p("| workload | server | knee req/s | p99 at knee µs | max req/s | knee / epoll's |")
+        p("|---|---|---|---|---|---|")
+        for k in r.get("knees", []):
+            ep = next((e["rps"] for e in r["knees"] if e["workload"] == k["workload"] and e["label"] == "epoll"), None)
+            ratio = f"{k['rps'] / ep:.2f}×" if k["rps"] and ep else "-"
+            knee = f"{k['rps']:.0f}" if k["rps"] else "none"
+            p99 = f"{k['p99_us']:.0f}" if k["p99_us"] else "-"
+            p(f"| {k['workload']} | {k['label']} | {knee} | {p99} | {k['max_rps']:.0f} | {ratio} |")
+    if have(a.veth):
+        r = load(a.veth)
+        p("\n## Loopback and veth\n")
+        p("The same workloads over loopback and across a veth pair between two network namespaces "
+          "(198.18.0.0/15 inside them only), so that traffic crosses a device (qdisc, GRO, softirq "
+          "scheduling) as it would off the machine. Does the verdict change off loopback?\n")
+        p("| workload | uring / epoll, loopback | uring / epoll, veth |")
+        p("|---|---|---|")
+        for w in workloads(r):
+            if w.endswith("@veth"):
+                continue
+            p(f"| {w} | {cell_text(verdict(r, w, 'uring', 'epoll'))} | {cell_text(verdict(r, w + '@veth', 'uring', 'epoll'))} |")
+        p("")
+
+    if have(idle_dir):
         r = load(idle_dir)
         p("\n## The idle-connection experiment\n")
         p("64 active ping-pong connections (64-byte echo) plus N idle connections held open by "

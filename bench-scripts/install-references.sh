@@ -9,4 +9,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq wrk nginx-light libnginx-mod-stream >/dev/null
 # Debian starts nginx as a service on install; the benchmark runs its own instances.
-(systemctl stop nginx 2>/dev/null || service nginx stop 2>/dev/null || pkill -x nginx) || true
+(systemctl stop nginx 2>/dev/null || service nginx stop 2>/dev/null) || true

@@ -12,6 +12,28 @@ pub enum Proto {
     Proxy,
 }
 
+impl Proto {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Proto::Echo => "echo",
+            Proto::Http => "http",
+            Proto::Proxy => "proxy",
+        }
+    }
+}
+
+/// The network path between the load generator and the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Net {
+    /// 127.0.0.1 in the host's namespace.
+    #[default]
+    Loopback,
+    /// Two network namespaces joined by a veth pair (198.18.0.0/15 inside them only).
+    Veth,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     pub name: String,
@@ -23,11 +45,55 @@ pub struct Workload {
     pub depth: usize,
     /// Extra idle connections held open during the run.
     pub idle: usize,
+    /// HTTP: request path ("" = `/`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default)]
+    pub net: Net,
+    /// Given with `--workload` rather than built in.
+    #[serde(default)]
+    pub custom: bool,
 }
 
 impl Workload {
-    fn new(name: &str, proto: Proto, size: usize, conns: usize, depth: usize) -> Self {
-        Self { name: name.into(), proto, size, conns, depth, idle: 0 }
+    pub(crate) fn new(name: &str, proto: Proto, size: usize, conns: usize, depth: usize) -> Self {
+        Self {
+            name: name.into(),
+            proto,
+            size,
+            conns,
+            depth,
+            idle: 0,
+            path: String::new(),
+            net: Net::Loopback,
+            custom: false,
+        }
+    }
+
+    /// The same workload over the veth pair (named `NAME@veth`).
+    #[must_use]
+    pub fn over_veth(&self) -> Self {
+        Self { name: format!("{}@veth", self.name), net: Net::Veth, ..self.clone() }
+    }
+
+    /// The parameters in the `--workload` syntax (`echo size=64B conns=64 depth=1`).
+    #[must_use]
+    pub fn params(&self) -> String {
+        let mut s = self.proto.name().to_string();
+        if self.proto != Proto::Http {
+            s.push_str(&format!(" size={}", fmt_size(self.size)));
+        }
+        s.push_str(&format!(" conns={} depth={}", self.conns, self.depth));
+        if self.idle > 0 {
+            s.push_str(&format!(" idle={}", self.idle));
+        }
+        if !self.path.is_empty() {
+            s.push_str(&format!(" path={}", self.path));
+        }
+        if self.net == Net::Veth {
+            s.push_str(" net=veth");
+        }
+        s
     }
 }
 
@@ -51,13 +117,24 @@ pub fn main_workloads() -> Vec<Workload> {
 pub fn idle_workloads(levels: &[usize]) -> Vec<Workload> {
     levels
         .iter()
-        .map(|&idle| Workload {
-            name: format!("echo-64B-c64-idle{idle}"),
-            idle,
-            ..Workload::new("", Proto::Echo, 64, 64, 1)
-        })
+        .map(|&idle| Workload { idle, ..Workload::new(&format!("echo-64B-c64-idle{idle}"), Proto::Echo, 64, 64, 1) })
         .collect()
 }
+
+/// `64B`, `1KiB`, `16KiB`, `1MiB`, `1500B`.
+#[must_use]
+pub fn fmt_size(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{}MiB", n >> 20)
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{}KiB", n >> 10)
+    } else {
+        format!("{n}B")
+    }
+}
+
+/// The reference servers `--peers` can name.
+pub const PEERS: [&str; 3] = ["tokio", "monoio", "nginx"];
 
 /// A server under test.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +166,17 @@ impl Server {
             Server::TokioEcho | Server::TokioHttp => "tokio".into(),
             Server::MonoioEcho => "monoio".into(),
             Server::Nginx | Server::NginxStream => "nginx".into(),
+        }
+    }
+
+    /// The `--peers` name of a reference server (`None` for ringpoll's own rows).
+    #[must_use]
+    pub fn peer_name(&self) -> Option<&'static str> {
+        match self {
+            Server::TokioEcho | Server::TokioHttp => Some("tokio"),
+            Server::MonoioEcho => Some("monoio"),
+            Server::Nginx | Server::NginxStream => Some("nginx"),
+            _ => None,
         }
     }
 

@@ -2,17 +2,22 @@
 //! pinned to the other, and read the server's CPU time and syscall count over exactly the
 //! load's measured window.
 
+use std::io::Read as _;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::matrix::{LoadGen, Proto, Server, Workload};
+use crate::cpustat::{self, CoreTimes};
+use crate::matrix::{LoadGen, Net, Proto, Server, Workload};
+use crate::netns;
 use crate::procs::{self, Proc};
+use crate::results::Run;
 
 /// How to run a cell.
 #[derive(Clone, Debug)]
@@ -23,32 +28,41 @@ pub struct Setup {
     pub load_cpu: Option<usize>,
     pub duration: Duration,
     pub warmup: Duration,
+    /// `--net veth`: the server's and the load's network namespaces.
+    pub netns: Option<(String, String)>,
+    /// Set by Ctrl-C: the run in progress is abandoned.
+    pub stop: Arc<AtomicBool>,
 }
 
-/// One measured run of one cell.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Run {
-    pub requests: u64,
-    pub rps: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub errors: u64,
-    /// Server CPU (user + system) per request, microseconds.
-    pub cpu_us_per_req: f64,
-    /// Share of the server's CPU time spent in user space.
-    pub user_share: f64,
-    /// Server syscalls per request (ringpoll's own counter; absent for peers).
-    pub syscalls_per_req: Option<f64>,
-    /// Server CPU utilisation over the window (1.0 = one core busy).
-    pub server_util: f64,
-    /// Server resident set size at the end of the window, KiB.
-    #[serde(default)]
-    pub rss_kib: u64,
-    pub window_s: f64,
+impl Setup {
+    fn server_ns(&self, w: &Workload) -> Option<&str> {
+        (w.net == Net::Veth).then(|| self.netns.as_ref().map(|n| n.0.as_str())).flatten()
+    }
+
+    fn load_ns(&self, w: &Workload) -> Option<&str> {
+        (w.net == Net::Veth).then(|| self.netns.as_ref().map(|n| n.1.as_str())).flatten()
+    }
+
+    fn server_host(&self, w: &Workload) -> IpAddr {
+        if self.server_ns(w).is_some() {
+            IpAddr::V4(netns::SERVER_IP)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+    }
 }
+
+/// The run in progress was abandoned because of Ctrl-C.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 #[derive(Clone, Copy)]
 struct Sample {
@@ -58,24 +72,36 @@ struct Sample {
     sys: f64,
     syscalls: Option<u64>,
     rss_kib: u64,
+    core: Option<CoreTimes>,
 }
 
 fn now_s() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Sample the server every 50 ms until stopped.
-fn sampler(proc: &Proc, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
+/// Sample the server every 50 ms until stopped (from inside its network namespace, where
+/// its metrics endpoint is).
+fn sampler(
+    proc: &Proc,
+    core: Option<usize>,
+    ns: Option<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Sample>> {
     let pid = proc.child.id();
     let metrics = proc.metrics;
     std::thread::spawn(move || {
+        let metrics = match ns.as_deref().map(netns::enter) {
+            Some(Err(_)) => None,
+            _ => metrics,
+        };
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let at = now_s();
             if let (Ok(cpu), Ok((user, sys))) = (procs::cpu_total(pid), procs::cpu_times(pid)) {
                 let syscalls = metrics.and_then(|m| procs::scrape_counter(m, "syscalls").ok());
                 let rss_kib = procs::rss_kib(pid).unwrap_or(0);
-                out.push(Sample { at, cpu, user, sys, syscalls, rss_kib });
+                let core = core.and_then(|c| cpustat::read(c).ok());
+                out.push(Sample { at, cpu, user, sys, syscalls, rss_kib, core });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -91,6 +117,9 @@ fn nearest(samples: &[Sample], t: f64) -> Option<Sample> {
 /// Start the server under test for a workload.
 pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Option<&Proc>) -> Result<Proc> {
     let cpu = setup.server_cpu;
+    let ns = setup.server_ns(w);
+    let host = setup.server_host(w);
+    let listen = format!("{host}:0");
     match server {
         Server::Ringpoll { .. } | Server::RingpollSplice | Server::RingpollUringRelay { .. } => {
             let (backend, extra): (&str, &[&str]) = match server {
@@ -98,13 +127,9 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
                 Server::RingpollUringRelay { relay } => ("uring", &["--uring-relay", relay.as_str()]),
                 _ => ("epoll", &["--splice"]),
             };
-            let mut cmd = procs::pinned(cpu, &setup.ringpoll);
-            let mode = match w.proto {
-                Proto::Echo => "echo",
-                Proto::Http => "http",
-                Proto::Proxy => "proxy",
-            };
-            cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--mode", mode, "--backend", backend]);
+            let mut cmd = procs::command(ns, cpu, &setup.ringpoll);
+            let mode = w.proto.name();
+            cmd.args(["serve", "--listen", &listen, "--workers", "1", "--mode", mode, "--backend", backend]);
             cmd.args(["--metrics", "127.0.0.1:0"]);
             if cpu.is_none() {
                 cmd.arg("--no-pin");
@@ -126,24 +151,26 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
             if !path.is_file() {
                 bail!("{} not built (run bench-scripts/build-peers.sh)", path.display());
             }
-            let mut cmd = procs::pinned(cpu, &path);
-            cmd.args(["--listen", "127.0.0.1:0"]);
+            let mut cmd = procs::command(ns, cpu, &path);
+            cmd.args(["--listen", &listen]);
             procs::spawn_announcing(cmd, bin, false)
         }
         Server::Nginx => procs::spawn_nginx(
             cpu,
+            ns,
+            host,
             "nginx",
-            "http {\n access_log off;\n keepalive_requests 100000000;\n server {\n  listen 127.0.0.1:{PORT} reuseport;\n  \
+            "http {\n access_log off;\n keepalive_requests 100000000;\n server {\n  listen {HOST}:{PORT} reuseport;\n  \
              location / { default_type text/plain; return 200 \"Hello, World!\"; }\n }\n}\n",
             false,
         ),
         Server::NginxStream => {
             let up = upstream.context("the nginx stream proxy needs an upstream")?;
             let body = format!(
-                "stream {{\n server {{\n  listen 127.0.0.1:{{PORT}} reuseport;\n  proxy_pass {};\n  tcp_nodelay on;\n }}\n}}\n",
+                "stream {{\n server {{\n  listen {{HOST}}:{{PORT}} reuseport;\n  proxy_pass {};\n  tcp_nodelay on;\n }}\n}}\n",
                 up.addr
             );
-            procs::spawn_nginx(cpu, "nginx-stream", &body, true)
+            procs::spawn_nginx(cpu, ns, host, "nginx-stream", &body, true)
         }
     }
 }
@@ -155,10 +182,12 @@ struct LoadJson {
     requests: u64,
     rps: f64,
     duration_s: f64,
-    latency_us: Percentiles,
+    latency_us: Option<Percentiles>,
+    latency_histogram: Option<String>,
     errors: std::collections::BTreeMap<String, u64>,
     window_start_unix_s: f64,
     window_end_unix_s: f64,
+    first_error: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,12 +200,20 @@ struct Percentiles {
     max: f64,
 }
 
-/// Measure one cell once.
-pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen) -> Result<Run> {
-    // The proxy's upstream shares the load generator's CPU: only the proxy is measured.
+/// Measure one cell once: closed loop, or open loop at `rate` requests/s.
+pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen, rate: Option<f64>) -> Result<Run> {
+    if setup.stop.load(Ordering::Relaxed) {
+        return Err(Interrupted.into());
+    }
+    // The proxy's upstream shares the load generator's CPU (and, over veth, its namespace,
+    // so that the proxy's upstream traffic crosses the veth too): only the proxy is measured.
     let upstream = if w.proto == Proto::Proxy {
-        let mut cmd = procs::pinned(setup.load_cpu, &setup.ringpoll);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--mode", "echo", "--no-pin"]);
+        let (ns, host) = match setup.load_ns(w) {
+            Some(ns) => (Some(ns), IpAddr::V4(netns::LOAD_IP)),
+            None => (None, IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+        let mut cmd = procs::command(ns, setup.load_cpu, &setup.ringpoll);
+        cmd.args(["serve", "--listen", &format!("{host}:0"), "--workers", "1", "--mode", "echo", "--no-pin"]);
         cmd.env("RINGPOLL_LOG", "warn");
         Some(procs::spawn_announcing(cmd, "upstream echo", false)?)
     } else {
@@ -186,16 +223,24 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen) -
     std::thread::sleep(Duration::from_millis(200));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let samples = sampler(&proc, stop.clone());
+    let samples = sampler(&proc, setup.server_cpu, setup.server_ns(w).map(String::from), stop.clone());
     let started = now_s();
     let out = match loadgen {
-        LoadGen::Ringpoll => run_ringpoll_load(setup, w, &proc),
+        LoadGen::Ringpoll => run_ringpoll_load(setup, w, &proc, rate),
         LoadGen::Wrk => run_wrk(setup, w, &proc),
     };
     let ended = now_s();
     stop.store(true, Ordering::Relaxed);
     let samples = samples.join().unwrap_or_default();
     let load = out?;
+    if load.requests == 0 {
+        bail!(
+            "no successful request against {} ({} errors{})",
+            proc.name,
+            load.errors.values().sum::<u64>(),
+            load.first_error.map_or(String::new(), |e| format!("; first: {e}"))
+        );
+    }
 
     let (t0, t1) = match (load.window_start_unix_s, load.window_end_unix_s) {
         (a, b) if a > 0.0 && b > a => (a, b),
@@ -213,16 +258,25 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen) -
     let reqs = load.requests.max(1) as f64;
     let per_window = reqs * window / (t1 - t0).max(1e-3);
     let ticks = (b.user - a.user) + (b.sys - a.sys);
+    let core = match (a.core, b.core) {
+        (Some(x), Some(y)) if y.total > x.total => Some((y.busy - x.busy, y.steal - x.steal, y.total - x.total)),
+        _ => None,
+    };
+    let lat = load.latency_us.unwrap_or_default();
     Ok(Run {
+        round: 0,
         requests: load.requests,
         rps: load.rps,
-        p50_us: load.latency_us.p50,
-        p90_us: load.latency_us.p90,
-        p99_us: load.latency_us.p99,
-        p999_us: load.latency_us.p999,
-        max_us: load.latency_us.max,
+        p50_us: lat.p50,
+        p90_us: lat.p90,
+        p99_us: lat.p99,
+        p999_us: lat.p999,
+        max_us: lat.max,
         errors: load.errors.values().sum(),
         cpu_us_per_req: cpu * 1e6 / per_window,
+        core_us_per_req: core.map(|(busy, _, _)| busy * 1e6 / per_window),
+        core_busy: core.map(|(busy, _, total)| busy / total),
+        core_steal: core.map(|(_, steal, total)| steal / total),
         user_share: if ticks > 0.0 { (b.user - a.user) / ticks } else { 0.0 },
         syscalls_per_req: match (a.syscalls, b.syscalls) {
             (Some(x), Some(y)) if y >= x => Some((y - x) as f64 / per_window),
@@ -231,18 +285,71 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen) -
         server_util: cpu / window,
         rss_kib: b.rss_kib,
         window_s: window,
+        offered_rate: rate,
+        histogram: load.latency_histogram,
     })
+}
+
+/// Run a load generator to completion, or until Ctrl-C (then SIGINT, and the run is
+/// abandoned). Returns its stdout.
+fn run_child(mut cmd: Command, what: &str, stop: &AtomicBool) -> Result<(std::process::ExitStatus, Vec<u8>, String)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {what}"))?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut interrupted_at: Option<Instant> = None;
+    let status = loop {
+        if let Some(st) = child.try_wait().with_context(|| format!("waiting for {what}"))? {
+            break st;
+        }
+        if stop.load(Ordering::Relaxed) {
+            match interrupted_at {
+                None => {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)),
+                        nix::sys::signal::Signal::SIGINT,
+                    );
+                    interrupted_at = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_secs(5) => {
+                    let _ = child.kill();
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if interrupted_at.is_some() {
+        return Err(Interrupted.into());
+    }
+    Ok((status, stdout, stderr))
 }
 
 fn target(w: &Workload, proc: &Proc) -> String {
     match w.proto {
-        Proto::Http => format!("http://{}/", proc.addr),
+        Proto::Http => format!("http://{}{}", proc.addr, if w.path.is_empty() { "/" } else { &w.path }),
         Proto::Echo | Proto::Proxy => proc.addr.to_string(),
     }
 }
 
-fn run_ringpoll_load(setup: &Setup, w: &Workload, proc: &Proc) -> Result<LoadJson> {
-    let mut cmd = procs::pinned(setup.load_cpu, &setup.ringpoll);
+fn run_ringpoll_load(setup: &Setup, w: &Workload, proc: &Proc, rate: Option<f64>) -> Result<LoadJson> {
+    let mut cmd = procs::command(setup.load_ns(w), setup.load_cpu, &setup.ringpoll);
     cmd.arg("load").arg("--json");
     cmd.args(["-t", "1", "-c", &w.conns.to_string(), "--depth", &w.depth.to_string()]);
     cmd.args(["-d", &format!("{}ms", setup.duration.as_millis())]);
@@ -255,25 +362,29 @@ fn run_ringpoll_load(setup: &Setup, w: &Workload, proc: &Proc) -> Result<LoadJso
     if w.idle > 0 {
         cmd.args(["--idle", &w.idle.to_string()]);
     }
-    cmd.arg(target(w, proc));
-    let out = cmd.stdin(Stdio::null()).output().context("running ringpoll load")?;
-    if !out.status.success() {
-        bail!("ringpoll load against {} failed: {}", proc.name, String::from_utf8_lossy(&out.stderr).trim());
+    if let Some(r) = rate {
+        cmd.args(["--rate", &format!("{r:.0}")]);
     }
-    serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("parsing ringpoll load --json output: {}", String::from_utf8_lossy(&out.stdout)))
+    cmd.arg(target(w, proc));
+    let (status, stdout, stderr) = run_child(cmd, "ringpoll load", &setup.stop)?;
+    let parsed: Option<LoadJson> = serde_json::from_slice(&stdout).ok();
+    match parsed {
+        // Exit 1 with a report: nothing succeeded (the caller says so with the counts).
+        Some(j) if status.success() || j.requests == 0 => Ok(j),
+        _ => bail!("ringpoll load against {} failed: {}", proc.name, stderr.trim()),
+    }
 }
 
 /// wrk (HTTP only): parse its summary; the whole run is the window.
 fn run_wrk(setup: &Setup, w: &Workload, proc: &Proc) -> Result<LoadJson> {
     let wrk = procs::find_program("wrk").context("wrk is not installed")?;
-    let mut cmd = procs::pinned(setup.load_cpu, &wrk);
+    let mut cmd = procs::command(setup.load_ns(w), setup.load_cpu, &wrk);
     let secs = setup.duration.as_secs().max(1);
     cmd.args(["-t1", &format!("-c{}", w.conns), &format!("-d{secs}s"), "--latency"]).arg(target(w, proc));
     let start = now_s();
-    let out = cmd.stdin(Stdio::null()).output().context("running wrk")?;
+    let (_, stdout, _) = run_child(cmd, "wrk", &setup.stop)?;
     let end = now_s();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = String::from_utf8_lossy(&stdout).into_owned();
     parse_wrk(&text, start, end)
 }
 
@@ -293,6 +404,7 @@ fn parse_wrk(text: &str, start: f64, end: f64) -> Result<LoadJson> {
         num.parse::<f64>().ok().map(|v| v * mult)
     }
     let mut j = LoadJson::default();
+    let mut lat = Percentiles::default();
     for line in text.lines().map(str::trim) {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
@@ -301,10 +413,10 @@ fn parse_wrk(text: &str, start: f64, end: f64) -> Result<LoadJson> {
                 j.requests = n.parse().unwrap_or(0);
                 j.duration_s = dur_us(d.trim_end_matches(',')).map_or(0.0, |u| u / 1e6);
             }
-            ["50%", v] => j.latency_us.p50 = dur_us(v).unwrap_or(0.0),
-            ["90%", v] => j.latency_us.p90 = dur_us(v).unwrap_or(0.0),
-            ["99%", v] => j.latency_us.p99 = dur_us(v).unwrap_or(0.0),
-            ["Latency", _avg, _stdev, max, ..] => j.latency_us.max = dur_us(max).unwrap_or(0.0),
+            ["50%", v] => lat.p50 = dur_us(v).unwrap_or(0.0),
+            ["90%", v] => lat.p90 = dur_us(v).unwrap_or(0.0),
+            ["99%", v] => lat.p99 = dur_us(v).unwrap_or(0.0),
+            ["Latency", _avg, _stdev, max, ..] => lat.max = dur_us(max).unwrap_or(0.0),
             ["Non-2xx", "or", "3xx", "responses:", n] => {
                 j.errors.insert("status".into(), n.parse().unwrap_or(0));
             }
@@ -314,6 +426,7 @@ fn parse_wrk(text: &str, start: f64, end: f64) -> Result<LoadJson> {
     if j.requests == 0 {
         bail!("could not parse wrk output: {text}");
     }
+    j.latency_us = Some(lat);
     // wrk connects before its clock starts; the run's tail is the window.
     j.window_end_unix_s = end;
     j.window_start_unix_s = (end - j.duration_s).max(start);
@@ -338,15 +451,16 @@ mod tests {
         let j = parse_wrk(text, 100.0, 106.0).unwrap();
         assert_eq!(j.requests, 600_000);
         assert!((j.rps - 120_000.0).abs() < 1e-6);
-        assert!((j.latency_us.p50 - 500.0).abs() < 1e-6);
-        assert!((j.latency_us.p99 - 1200.0).abs() < 1e-6);
-        assert!((j.latency_us.max - 5200.0).abs() < 1e-6);
+        let l = j.latency_us.unwrap();
+        assert!((l.p50 - 500.0).abs() < 1e-6);
+        assert!((l.p99 - 1200.0).abs() < 1e-6);
+        assert!((l.max - 5200.0).abs() < 1e-6);
         assert_eq!(j.window_start_unix_s, 101.0);
     }
 
     #[test]
     fn nearest_sample_is_picked() {
-        let s = |at| Sample { at, cpu: at, user: 0.0, sys: 0.0, syscalls: None, rss_kib: 0 };
+        let s = |at| Sample { at, cpu: at, user: 0.0, sys: 0.0, syscalls: None, rss_kib: 0, core: None };
         let v = vec![s(1.0), s(1.05), s(1.1)];
         assert_eq!(nearest(&v, 1.06).unwrap().at, 1.05);
         assert!(nearest(&[], 1.0).is_none());

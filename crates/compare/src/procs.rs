@@ -59,14 +59,23 @@ fn nanos() -> u128 {
 
 /// `taskset -c CPU cmd...` when pinning is possible, else the bare command.
 pub fn pinned(cpu: Option<usize>, program: &Path) -> Command {
-    match cpu {
-        Some(c) if have("taskset") => {
-            let mut cmd = Command::new("taskset");
-            cmd.arg("-c").arg(c.to_string()).arg(program);
-            cmd
-        }
-        _ => Command::new(program),
+    command(None, cpu, program)
+}
+
+/// `[ip netns exec NS] [taskset -c CPU] program` (both `ip netns exec` and `taskset` exec
+/// the next program in place, so the child's PID is the program's).
+pub fn command(ns: Option<&str>, cpu: Option<usize>, program: &Path) -> Command {
+    let mut words: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = ns {
+        words.extend(["ip", "netns", "exec", ns].map(Into::into));
     }
+    if let Some(c) = cpu.filter(|_| have("taskset")) {
+        words.extend(["taskset".into(), "-c".into(), c.to_string().into()]);
+    }
+    words.push(program.into());
+    let mut cmd = Command::new(&words[0]);
+    cmd.args(&words[1..]);
+    cmd
 }
 
 /// Whether a program is on PATH.
@@ -142,7 +151,14 @@ pub fn free_port() -> Result<u16> {
 
 /// Start nginx in the foreground, one process (no master), with `body` as the main context
 /// additions (an `http` or `stream` block using `{PORT}`).
-pub fn spawn_nginx(cpu: Option<usize>, name: &str, body: &str, load_stream_module: bool) -> Result<Proc> {
+pub fn spawn_nginx(
+    cpu: Option<usize>,
+    ns: Option<&str>,
+    host: std::net::IpAddr,
+    name: &str,
+    body: &str,
+    load_stream_module: bool,
+) -> Result<Proc> {
     let nginx = find_program("nginx").ok_or_else(|| anyhow!("nginx is not installed"))?;
     let tmp = TempDir::new("nginx")?;
     let port = free_port()?;
@@ -159,17 +175,25 @@ pub fn spawn_nginx(cpu: Option<usize>, name: &str, body: &str, load_stream_modul
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
          events {{ worker_connections 20000; multi_accept on; }}\n"
     ));
-    conf.push_str(&body.replace("{PORT}", &port.to_string()).replace("{DIR}", &dir.to_string()));
+    conf.push_str(
+        &body
+            .replace("{HOST}", &host.to_string())
+            .replace("{PORT}", &port.to_string())
+            .replace("{DIR}", &dir.to_string()),
+    );
     let conf_path = tmp.0.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
-    let mut cmd = pinned(cpu, &nginx);
+    let mut cmd = command(ns, cpu, &nginx);
     cmd.arg("-p").arg(&tmp.0).arg("-c").arg(&conf_path).arg("-e").arg(tmp.0.join("error.log"));
     let child =
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting nginx")?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let addr = SocketAddr::new(host, port);
     let mut proc = Proc { child, addr, metrics: None, name: name.to_string(), _tmp: Some(tmp) };
     for _ in 0..250 {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+        let up = crate::netns::run_in(ns, || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        });
+        if up.unwrap_or(false) {
             return Ok(proc);
         }
         if let Ok(Some(st)) = proc.child.try_wait() {

@@ -1,169 +1,11 @@
-//! Aggregating repeats, the stdout table, results.json and report.md.
+//! The stdout table and report.md: how the figures were produced, the verdicts with their
+//! intervals, the per-workload tables, sweeps and knees.
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
-
-use crate::matrix::{LoadGen, Server, Workload};
-use crate::measure::Run;
-
-/// All runs of one (workload, server, load generator) combination.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Cell {
-    pub workload: Workload,
-    pub server: Server,
-    /// Row label: the server's name, plus the load generator when it is not ringpoll's.
-    pub label: String,
-    pub peer: bool,
-    pub loadgen: LoadGen,
-    pub runs: Vec<Run>,
-    /// Per-field median over `runs`.
-    pub median: Run,
-    /// (max - min) / median of requests per second over the repeats.
-    pub rps_spread: f64,
-    /// (max - min) / median of server CPU per request over the repeats.
-    pub cpu_spread: f64,
-    /// Why the cell has no figures (server refused to start, load failed...).
-    pub error: Option<String>,
-}
-
-/// Everything one comparison run produced (written as results.json).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Results {
-    pub suite: String,
-    pub command: String,
-    pub machine: Machine,
-    pub duration_s: f64,
-    pub warmup_s: f64,
-    pub repeat: usize,
-    pub server_cpu: Option<usize>,
-    pub load_cpu: Option<usize>,
-    pub cells: Vec<Cell>,
-    /// Backends or peers that were skipped, with the reason.
-    pub skipped: Vec<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Machine {
-    pub kernel: String,
-    pub cpu_model: String,
-    pub cpus: usize,
-    pub date_utc: String,
-}
-
-impl Machine {
-    #[must_use]
-    pub fn probe() -> Self {
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("model name").and_then(|v| v.split_once(':')).map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_default();
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let date_utc = std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        Self { kernel, cpu_model, cpus, date_utc }
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn spread(v: &[f64]) -> f64 {
-    let m = median(v.to_vec());
-    if v.len() < 2 || m == 0.0 {
-        return 0.0;
-    }
-    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    (hi - lo) / m
-}
-
-/// Field-wise median of several runs.
-#[must_use]
-pub fn median_run(runs: &[Run]) -> Run {
-    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
-    let sys: Vec<f64> = runs.iter().filter_map(|r| r.syscalls_per_req).collect();
-    Run {
-        requests: m(|r| r.requests as f64) as u64,
-        rps: m(|r| r.rps),
-        p50_us: m(|r| r.p50_us),
-        p90_us: m(|r| r.p90_us),
-        p99_us: m(|r| r.p99_us),
-        p999_us: m(|r| r.p999_us),
-        max_us: m(|r| r.max_us),
-        errors: runs.iter().map(|r| r.errors).sum(),
-        cpu_us_per_req: m(|r| r.cpu_us_per_req),
-        user_share: m(|r| r.user_share),
-        syscalls_per_req: if sys.is_empty() { None } else { Some(median(sys)) },
-        server_util: m(|r| r.server_util),
-        rss_kib: m(|r| r.rss_kib as f64) as u64,
-        window_s: m(|r| r.window_s),
-    }
-}
-
-impl Cell {
-    #[must_use]
-    pub fn new(workload: Workload, server: Server, loadgen: LoadGen, runs: Vec<Run>, error: Option<String>) -> Self {
-        let mut label = server.name();
-        if loadgen == LoadGen::Wrk {
-            label.push_str(" (wrk)");
-        }
-        let rps: Vec<f64> = runs.iter().map(|r| r.rps).collect();
-        let cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us_per_req).collect();
-        Self {
-            median: median_run(&runs),
-            rps_spread: spread(&rps),
-            cpu_spread: spread(&cpu),
-            peer: server.is_peer(),
-            workload,
-            server,
-            label,
-            loadgen,
-            runs,
-            error,
-        }
-    }
-
-    #[must_use]
-    pub fn ok(&self) -> bool {
-        self.error.is_none() && !self.runs.is_empty()
-    }
-}
-
-/// The peer with the lowest CPU per request in a workload (same load generator as `cell`).
-#[must_use]
-pub fn best_peer<'a>(cells: &'a [Cell], workload: &str) -> Option<&'a Cell> {
-    cells
-        .iter()
-        .filter(|c| c.peer && c.ok() && c.workload.name == workload && c.loadgen == LoadGen::Ringpoll)
-        .min_by(|a, b| a.median.cpu_us_per_req.total_cmp(&b.median.cpu_us_per_req))
-}
-
-fn workloads(r: &Results) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for c in &r.cells {
-        if !names.contains(&c.workload.name) {
-            names.push(c.workload.name.clone());
-        }
-    }
-    names
-}
+use crate::results::{Metric, Results, SweepKind, Verdict};
+use crate::stats::Direction;
+use crate::verdicts::best_peer;
 
 /// A percentile the load generator did not report (wrk has no p99.9) shows as `-`.
 fn fmt_us(v: f64) -> String {
@@ -178,6 +20,20 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.2}"))
 }
 
+/// `0.74× (0.70–0.79)`, `≈1 (0.93–1.08)` when the interval spans 1.0.
+#[must_use]
+pub fn short(v: Option<&Verdict>) -> String {
+    match v.and_then(|v| v.interval) {
+        None => "-".into(),
+        Some(iv) if iv.direction() == Direction::NoDifference => format!("no difference ({:.2}–{:.2})", iv.lo, iv.hi),
+        Some(iv) => format!("**{:.2}×** ({:.2}–{:.2})", iv.ratio, iv.lo, iv.hi),
+    }
+}
+
+fn find<'a>(r: &'a Results, w: &str, a: &str, b: &str, metric: Metric) -> Option<&'a Verdict> {
+    r.verdicts.iter().find(|v| v.workload == w && v.a == a && v.b == b && v.metric == metric)
+}
+
 /// One table per workload; `md` selects Markdown, else aligned text.
 #[must_use]
 pub fn table(r: &Results, md: bool) -> String {
@@ -189,14 +45,16 @@ pub fn table(r: &Results, md: bool) -> String {
         "p99 µs",
         "p99.9 µs",
         "CPU µs/req",
+        "core µs/req",
         "syscalls/req",
         "user %",
-        "CPU vs best peer",
-        "req/s vs best peer",
+        "runs",
         "spread",
     ];
-    for w in workloads(r) {
-        let best = best_peer(&r.cells, &w);
+    for w in r.workload_names() {
+        if !r.cells.iter().any(|c| c.workload.name == w) {
+            continue;
+        }
         if md {
             let _ = writeln!(out, "\n#### {w}\n");
             let _ = writeln!(out, "| {} |", head.join(" | "));
@@ -205,17 +63,17 @@ pub fn table(r: &Results, md: bool) -> String {
             let _ = writeln!(out, "\n{w}");
             let _ = writeln!(
                 out,
-                "  {:<14} {:>10} {:>8} {:>8} {:>9} {:>10} {:>12} {:>6} {:>9} {:>9} {:>7}",
+                "  {:<16} {:>10} {:>8} {:>8} {:>9} {:>10} {:>10} {:>12} {:>6} {:>5} {:>7}",
                 "server",
                 "req/s",
                 "p50us",
                 "p99us",
                 "p99.9us",
                 "cpu us/req",
+                "core us/req",
                 "syscalls/req",
                 "user%",
-                "cpu/best",
-                "rps/best",
+                "runs",
                 "spread"
             );
         }
@@ -225,45 +83,34 @@ pub fn table(r: &Results, md: bool) -> String {
                 if md {
                     let _ = writeln!(out, "| {label} | {} |{}", e.replace('|', "/"), " |".repeat(head.len() - 2));
                 } else {
-                    let _ = writeln!(out, "  {label:<14} skipped: {e}");
+                    let _ = writeln!(out, "  {label:<16} skipped: {e}");
                 }
                 continue;
             }
+            if c.runs.is_empty() {
+                continue;
+            }
             let m = &c.median;
-            let (cpu_ratio, rps_ratio) = match best {
-                Some(b) if b.median.cpu_us_per_req > 0.0 && b.median.rps > 0.0 => (
-                    format!("{:.2}x", m.cpu_us_per_req / b.median.cpu_us_per_req),
-                    format!("{:.2}x", m.rps / b.median.rps),
-                ),
-                _ => ("-".into(), "-".into()),
-            };
             let spread = format!("±{:.0}%", 50.0 * c.rps_spread.max(c.cpu_spread));
+            let cols = [
+                format!("{:.0}", m.rps),
+                fmt_us(m.p50_us),
+                fmt_us(m.p99_us),
+                fmt_us(m.p999_us),
+                format!("{:.2}", m.cpu_us_per_req),
+                fmt_opt(m.core_us_per_req),
+                fmt_opt(m.syscalls_per_req),
+                format!("{:.0}", m.user_share * 100.0),
+                c.runs.len().to_string(),
+                spread,
+            ];
             if md {
-                let _ = writeln!(
-                    out,
-                    "| {label} | {:.0} | {} | {} | {} | {:.2} | {} | {:.0} | {cpu_ratio} | {rps_ratio} | {spread} |",
-                    m.rps,
-                    fmt_us(m.p50_us),
-                    fmt_us(m.p99_us),
-                    fmt_us(m.p999_us),
-                    m.cpu_us_per_req,
-                    fmt_opt(m.syscalls_per_req),
-                    m.user_share * 100.0
-                );
+                let _ = writeln!(out, "| {label} | {} |", cols.join(" | "));
             } else {
                 let _ = writeln!(
                     out,
-                    "  {label:<14} {:>10.0} {:>8} {:>8} {:>9} {:>10.2} {:>12} {:>6.0} {:>9} {:>9} {:>7}",
-                    m.rps,
-                    fmt_us(m.p50_us),
-                    fmt_us(m.p99_us),
-                    fmt_us(m.p999_us),
-                    m.cpu_us_per_req,
-                    fmt_opt(m.syscalls_per_req),
-                    m.user_share * 100.0,
-                    cpu_ratio,
-                    rps_ratio,
-                    spread
+                    "  {label:<16} {:>10} {:>8} {:>8} {:>9} {:>10} {:>10} {:>12} {:>6} {:>5} {:>7}",
+                    cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]
                 );
             }
         }
@@ -271,11 +118,36 @@ pub fn table(r: &Results, md: bool) -> String {
     out
 }
 
-/// The Markdown report: how it was produced, then the tables and plots.
+/// The headline: uring vs epoll and each vs the best peer, per workload, on both metrics.
 #[must_use]
-pub fn markdown(r: &Results, plots: &[String]) -> String {
+pub fn headline(r: &Results) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# ringpoll comparison ({})\n", r.suite);
+    let _ = writeln!(
+        out,
+        "| workload | rounds | uring / epoll (process CPU) | uring / epoll (core busy) | best peer | epoll / peer | uring / peer |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for w in r.workload_names() {
+        if !r.cells.iter().any(|c| c.workload.name == w) {
+            continue;
+        }
+        let peer = best_peer(&r.cells, &w).map(|p| p.label.clone());
+        let rounds = r.progress.iter().find(|p| p.workload == w).map_or(0, |p| p.rounds);
+        let vs_peer = |a: &str| peer.as_deref().map_or("-".into(), |p| short(find(r, &w, a, p, Metric::ProcessCpu)));
+        let _ = writeln!(
+            out,
+            "| {w} | {rounds} | {} | {} | {} | {} | {} |",
+            short(find(r, &w, "uring", "epoll", Metric::ProcessCpu)),
+            short(find(r, &w, "uring", "epoll", Metric::CoreBusy)),
+            peer.as_deref().unwrap_or("-"),
+            vs_peer("epoll"),
+            vs_peer("uring"),
+        );
+    }
+    out
+}
+
+fn method(out: &mut String, r: &Results) {
     let _ = writeln!(out, "- command: `{}`", r.command);
     let _ = writeln!(
         out,
@@ -291,21 +163,193 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
     );
     let _ = writeln!(
         out,
-        "- each cell: {:.1} s measured after {:.1} s warm-up, {} repeat(s) run in rounds over the whole matrix; figures are medians, `spread` is half the max-min range over repeats",
-        r.duration_s, r.warmup_s, r.repeat
+        "- each run: {:.1} s measured after {:.1} s warm-up; per workload, every server runs once per round, in an order shuffled per round (seed {}); {} round(s){}{}",
+        r.duration_s,
+        r.warmup_s,
+        r.seed,
+        r.repeat,
+        r.target_ci.map_or(String::new(), |t| format!(" at least, more until every headline interval is within ±{:.1}%", t * 100.0)),
+        r.max_time_s.map_or(String::new(), |t| format!(", at most {:.0} s in all", t)),
     );
     let _ = writeln!(
         out,
-        "- CPU µs/req: server utime+stime over the load's measured window / requests; syscalls/req: the server's own counter (ringpoll only); user %: user share of server CPU"
+        "- CPU µs/req: the server process's utime+stime over the load's measured window / successful requests; core µs/req: the busy time (user+nice+system+irq+softirq, /proc/stat) of the server's pinned core over the same window / requests, which includes the TCP/IP work done in softirq on that core (and anything else that ran there)"
     );
     let _ = writeln!(
         out,
-        "- ratios compare each row with the peer (reference server) using the least CPU per request in that workload"
+        "- verdicts: ratio of the geometric means of paired per-round costs, 95% CI from a Student-t interval on the per-round log ratios (paired rounds); \"no difference detectable\" when the interval spans 1.0. Each verdict names its metric"
     );
+    let _ = writeln!(out, "- latency percentiles: from the runs' HDR histograms merged; other figures: medians over the runs; `spread` is half the max-min range");
     if !r.skipped.is_empty() {
         let _ = writeln!(out, "- skipped: {}", r.skipped.join("; "));
     }
-    out.push_str(&table(r, true));
+}
+
+fn verdict_lines(out: &mut String, r: &Results) {
+    for w in r.workload_names() {
+        let vs: Vec<&Verdict> = r.verdicts.iter().filter(|v| v.workload == w).collect();
+        if vs.is_empty() {
+            continue;
+        }
+        let p = r.progress.iter().find(|p| p.workload == w);
+        let _ = writeln!(
+            out,
+            "\n**{w}**{}\n",
+            p.map_or(String::new(), |p| format!(" — {} ({:.0} s)", p.outcome, p.seconds))
+        );
+        for headline in [true, false] {
+            for v in vs.iter().filter(|v| v.headline == headline) {
+                let _ = writeln!(
+                    out,
+                    "- {}{} [{}]",
+                    if headline { "**headline** " } else { "" },
+                    v.text,
+                    v.metric.describe()
+                );
+            }
+        }
+    }
+}
+
+fn workloads(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "\n## Workloads\n\n| workload | parameters |\n|---|---|");
+    let mut seen = Vec::new();
+    for c in &r.cells {
+        if !seen.contains(&c.workload.name) {
+            seen.push(c.workload.name.clone());
+            let _ = writeln!(
+                out,
+                "| {} | `{}`{} |",
+                c.workload.name,
+                c.workload.params(),
+                if c.workload.custom { " (custom)" } else { "" }
+            );
+        }
+    }
+}
+
+fn veth_side_by_side(out: &mut String, r: &Results) {
+    let pairs: Vec<(String, String)> = r
+        .workload_names()
+        .into_iter()
+        .filter_map(|w| w.strip_suffix("@veth").map(|base| (base.to_string(), w.clone())))
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Loopback and veth side by side\n");
+    let _ = writeln!(
+        out,
+        "| workload | uring / epoll, loopback | uring / epoll, veth | epoll req/s loopback | epoll req/s veth |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for (lo, ve) in pairs {
+        let rps = |w: &str| {
+            r.cells
+                .iter()
+                .find(|c| c.workload.name == w && c.label == "epoll" && c.ok())
+                .map_or("-".into(), |c| format!("{:.0}", c.median.rps))
+        };
+        let _ = writeln!(
+            out,
+            "| {lo} | {} | {} | {} | {} |",
+            short(find(r, &lo, "uring", "epoll", Metric::ProcessCpu)),
+            short(find(r, &ve, "uring", "epoll", Metric::ProcessCpu)),
+            rps(&lo),
+            rps(&ve)
+        );
+    }
+}
+
+fn sweep(out: &mut String, r: &Results) {
+    if r.sweep.is_empty() {
+        return;
+    }
+    if let Some(slo) = r.slo_us {
+        let _ = writeln!(out, "\n## Knees (highest achieved rate with p99 ≤ {:.0} µs)\n", slo);
+        let _ = writeln!(out, "| workload | server | knee req/s | p99 at knee µs | max req/s | knee / epoll's |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for k in &r.knees {
+            let epoll = r.knees.iter().find(|e| e.workload == k.workload && e.label == "epoll").and_then(|e| e.rps);
+            let ratio = match (k.rps, epoll) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {ratio} |",
+                k.workload,
+                k.label,
+                k.rps.map_or("none".into(), |v| format!("{v:.0}")),
+                k.p99_us.map_or("-".into(), |v| format!("{v:.0}")),
+                k.max_rps
+            );
+        }
+    }
+    let _ = writeln!(out, "\n## Sweep points\n");
+    let _ = writeln!(out, "| workload | server | kind | asked | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for p in &r.sweep {
+        let kind = match p.kind {
+            SweepKind::Probe => "closed loop (max)",
+            SweepKind::Rate => "req/s",
+            SweepKind::Conns => "connections",
+        };
+        match &p.run {
+            Some(x) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {kind} | {:.0} | {:.0} | {} | {} | {} | {:.2} |",
+                    p.workload,
+                    p.label,
+                    p.value,
+                    x.rps,
+                    fmt_us(x.p50_us),
+                    fmt_us(x.p99_us),
+                    fmt_us(x.p999_us),
+                    x.cpu_us_per_req
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {kind} | {:.0} | failed: {} | | | | |",
+                    p.workload,
+                    p.label,
+                    p.value,
+                    p.error.as_deref().unwrap_or("?").replace('|', "/")
+                );
+            }
+        }
+    }
+}
+
+/// The Markdown report: how it was produced, the verdicts, then the tables and plots.
+#[must_use]
+pub fn markdown(r: &Results, plots: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# ringpoll comparison ({})\n", r.suite);
+    if !r.complete {
+        let _ = writeln!(
+            out,
+            "**Partial results**: {}. Continue with `ringpoll compare --resume DIR`.\n",
+            r.stopped.as_deref().unwrap_or("the run has not finished")
+        );
+    }
+    method(&mut out, r);
+    if !r.verdicts.is_empty() {
+        let _ = writeln!(out, "\n## Headline\n");
+        out.push_str(&headline(r));
+        let _ = writeln!(out, "\n## Verdicts");
+        verdict_lines(&mut out, r);
+    }
+    veth_side_by_side(&mut out, r);
+    sweep(&mut out, r);
+    if !r.cells.is_empty() {
+        workloads(&mut out, r);
+        let _ = writeln!(out, "\n## Tables");
+        out.push_str(&table(r, true));
+    }
     for p in plots {
         let _ = writeln!(out, "\n![{p}]({p})");
     }
@@ -315,57 +359,40 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::{main_workloads, Server};
+    use crate::matrix::{main_workloads, LoadGen, Server};
+    use crate::results::{Cell, Run};
 
-    fn run(rps: f64, cpu: f64) -> Run {
-        Run { rps, cpu_us_per_req: cpu, requests: 10, syscalls_per_req: Some(2.0), ..Run::default() }
+    fn cell(server: Server, costs: &[f64]) -> Cell {
+        let runs = costs
+            .iter()
+            .enumerate()
+            .map(|(round, &c)| Run { round, rps: 100.0, cpu_us_per_req: c, requests: 10, ..Run::default() })
+            .collect();
+        Cell::new(main_workloads()[0].clone(), server, LoadGen::Ringpoll, runs, None)
     }
 
     #[test]
-    fn medians_and_spreads() {
-        let c = Cell::new(
-            main_workloads()[0].clone(),
-            Server::Ringpoll { backend: "epoll".into() },
-            LoadGen::Ringpoll,
-            vec![run(100.0, 3.0), run(300.0, 1.0), run(200.0, 2.0)],
-            None,
-        );
-        assert_eq!(c.median.rps, 200.0);
-        assert_eq!(c.median.cpu_us_per_req, 2.0);
-        assert!((c.rps_spread - 1.0).abs() < 1e-9);
-        assert_eq!(c.median.syscalls_per_req, Some(2.0));
-    }
-
-    #[test]
-    fn ratios_are_against_the_cheapest_peer() {
-        let w = main_workloads()[0].clone();
-        let cells = vec![
-            Cell::new(
-                w.clone(),
-                Server::Ringpoll { backend: "epoll".into() },
-                LoadGen::Ringpoll,
-                vec![run(100.0, 2.0)],
-                None,
-            ),
-            Cell::new(w.clone(), Server::TokioEcho, LoadGen::Ringpoll, vec![run(90.0, 4.0)], None),
-            Cell::new(w.clone(), Server::MonoioEcho, LoadGen::Ringpoll, vec![run(95.0, 2.5)], None),
-        ];
-        assert_eq!(best_peer(&cells, &w.name).unwrap().label, "monoio");
-        let r = Results {
+    fn the_report_leads_with_verdicts_and_marks_partial_results() {
+        let mut r = Results {
             suite: "main".into(),
             command: "ringpoll compare".into(),
-            machine: Machine::default(),
-            duration_s: 1.0,
-            warmup_s: 0.0,
-            repeat: 1,
-            server_cpu: Some(0),
-            load_cpu: Some(1),
-            cells,
-            skipped: vec![],
+            repeat: 3,
+            cells: vec![
+                cell(Server::Ringpoll { backend: "epoll".into() }, &[8.0, 9.0, 8.5]),
+                cell(Server::Ringpoll { backend: "uring".into() }, &[6.0, 6.8, 6.4]),
+                cell(Server::TokioEcho, &[9.0, 10.0, 9.6]),
+            ],
+            ..Results::default()
         };
-        let t = table(&r, false);
-        assert!(t.contains("0.80x"), "epoll CPU ratio 2.0/2.5: {t}");
-        let md = markdown(&r, &["throughput.svg".into()]);
-        assert!(md.contains("| epoll | 100 |") && md.contains("![throughput.svg](throughput.svg)"), "{md}");
+        r.verdicts = crate::verdicts::compute(&r);
+        let md = markdown(&r, &["cpu.svg".into()]);
+        assert!(md.contains("**Partial results**"), "{md}");
+        assert!(md.contains("| echo-64B-c64 | 0 | **0.75×**"), "{md}");
+        assert!(md.contains("uring uses 0.75× epoll's CPU per request (95% CI"), "{md}");
+        assert!(md.contains("| epoll | 100 |") && md.contains("![cpu.svg](cpu.svg)"), "{md}");
+        assert!(md.contains("`echo size=64B conns=64 depth=1`"), "{md}");
+        r.complete = true;
+        assert!(!markdown(&r, &[]).contains("Partial"));
+        assert!(table(&r, false).contains("tokio (peer)"));
     }
 }

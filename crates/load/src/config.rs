@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::request::RequestSpec;
+
 /// What the target speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +54,11 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Echo message size in bytes.
     pub size: usize,
+    /// HTTP: method, extra header fields and body of every request (a plain `GET` by default).
+    pub request: RequestSpec,
+    /// `-n`: stop after this many requests have been sent in the measured window (the window
+    /// then ends when their replies are in, or at `duration`, whichever comes first).
+    pub max_requests: Option<u64>,
     /// Requests in flight per connection (1 = ping-pong).
     pub depth: usize,
     /// Total requests per second over all connections (open loop); `None` = closed loop.
@@ -62,7 +69,7 @@ pub struct LoadConfig {
     pub warmup: Duration,
     /// Collect per-second rows.
     pub timeline: bool,
-    /// Pin thread `i` to CPU `pin[i % pin.len()]`; empty = no pinning.
+    /// Pin thread `i` to CPU `pin[i]` (at least one entry per thread); empty = no pinning.
     pub pin: Vec<usize>,
     /// A request unanswered for this long is a timeout (the connection is replaced).
     pub timeout: Duration,
@@ -85,6 +92,8 @@ impl LoadConfig {
             threads: 1,
             duration: Duration::from_secs(10),
             size: 64,
+            request: RequestSpec::get(),
+            max_requests: None,
             depth: 1,
             rate: None,
             idle: 0,
@@ -126,6 +135,23 @@ impl LoadConfig {
         }
         if self.duration.is_zero() {
             bail!("--duration must be longer than 0");
+        }
+        if self.max_requests == Some(0) {
+            bail!("-n/--requests must be at least 1");
+        }
+        if self.effective_mode() == LoadMode::Echo && !self.request.is_plain_get() {
+            bail!("-m, -H, --body and --body-file apply to http mode (the target is echo)");
+        }
+        self.request.validate()?;
+        if !self.pin.is_empty() && self.pin.len() < self.threads {
+            bail!(
+                "--pin lists {} CPU(s) for {} threads: give one CPU per thread (e.g. --pin {}), or repeat a CPU \
+                 to share it on purpose (--pin {})",
+                self.pin.len(),
+                self.threads,
+                (0..self.threads).map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+                vec![self.pin[0].to_string(); self.threads].join(",")
+            );
         }
         if let Some(ids) = core_affinity::get_core_ids() {
             if let Some(bad) = self.pin.iter().find(|&&c| !ids.iter().any(|id| id.id == c)) {
@@ -254,8 +280,10 @@ impl Plan {
         let (msg_len, requests) = match mode {
             LoadMode::Echo => (cfg.size, Vec::new()),
             LoadMode::Http => {
-                let one = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", target.path, target.host).into_bytes();
-                let copies = cfg.depth.max(16) + 1;
+                let one = cfg.request.render(&target.path, &target.host);
+                // Enough copies for any batch to be one contiguous slice, within ~4 MiB (large
+                // bodies are then sent in more than one call).
+                let copies = (cfg.depth.max(16) + 1).min((4 << 20) / one.len().max(1)).max(2);
                 (one.len(), one.repeat(copies))
             }
         };
@@ -337,6 +365,17 @@ mod tests {
         c.depth = 1;
         c.pin = vec![100_000];
         assert!(c.validate().unwrap_err().to_string().contains("CPU 100000"));
+        c.pin = vec![0];
+        c.threads = 2;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--pin lists 1 CPU(s) for 2 threads") && e.contains("--pin 0,0"), "{e}");
+        c.threads = 1;
+        c.pin.clear();
+        c.request.method = "POST".into();
+        assert!(c.validate().unwrap_err().to_string().contains("apply to http mode"));
+        c.request.method = "GET".into();
+        c.max_requests = Some(0);
+        assert!(c.validate().is_err());
         assert_eq!(LoadConfig::new("http://a:1/").effective_mode(), LoadMode::Http);
         assert_eq!(LoadConfig::new("a:1").effective_mode(), LoadMode::Echo);
     }

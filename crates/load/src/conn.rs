@@ -47,12 +47,12 @@ impl Lost {
         match self {
             Lost::Eof => "connection closed by the server with requests in flight".into(),
             Lost::ServerClose => "server sent Connection: close with requests in flight".into(),
-            Lost::Read(e) => format!("read: {}", crate::driver::describe_connect_error(e)),
-            Lost::Write(e) => format!("write: {}", crate::driver::describe_connect_error(e)),
+            Lost::Read(e) => format!("read: {}", crate::describe::describe_connect_error(e)),
+            Lost::Write(e) => format!("write: {}", crate::describe::describe_connect_error(e)),
             Lost::Frame(e) => format!("read: {e}"),
             Lost::Unexpected => "read: bytes received with no request in flight".into(),
             Lost::Timeout => "request timed out".into(),
-            Lost::Connect(e) => format!("connect: {}", crate::driver::describe_connect_error(e)),
+            Lost::Connect(e) => format!("connect: {}", crate::describe::describe_connect_error(e)),
             Lost::Poller(e) => format!("poller: {e}"),
         }
     }
@@ -304,7 +304,7 @@ mod tests {
         let mut wire = send_all(&mut c, &p);
         wire[130] ^= 1;
         c.on_bytes(&wire, &p, 1, &mut rec).unwrap();
-        assert_eq!((rec.requests, rec.errors.mismatch), (4, 1));
+        assert_eq!((rec.requests, rec.errors.mismatch), (3, 1), "the bad message is an error, not a request");
     }
 
     #[test]
@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(rec.requests, 19);
         let r = c.on_bytes(b"HTTP/1.1 503 No\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", &p, 1, &mut rec);
         assert!(matches!(r, Err(Lost::ServerClose)));
-        assert_eq!((rec.requests, rec.errors.status, rec.status.s5xx), (20, 1, 1));
+        assert_eq!((rec.requests, rec.errors.status, rec.status.s5xx), (19, 1, 1));
         let r = c.on_bytes(resp, &p, 1, &mut rec);
         assert!(matches!(r, Err(Lost::Unexpected)));
     }

@@ -2,7 +2,6 @@
 //! results into a [`Report`].
 
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -13,8 +12,9 @@ use hdrhistogram::Histogram;
 use ringpoll_sys::poller::epoll::{Epoll, EpollEt};
 
 use crate::config::{parse_target, LoadConfig, LoadPoller, Plan};
+use crate::describe::describe_connect_error;
+use crate::histogram::{self, latency_histogram, timeline_histogram};
 use crate::report::{Errors, Latency, Report, StatusClasses, TimelineRow};
-use crate::stats::{latency_histogram, timeline_histogram};
 use crate::thread::{Live, Msg, ThreadOut, ThreadSpec};
 use crate::worker::run_thread;
 
@@ -57,6 +57,7 @@ pub fn run_load_until(cfg: LoadConfig, stop: &AtomicBool) -> anyhow::Result<Repo
             first_idle,
             idle,
             cpu: (!cfg.pin.is_empty()).then(|| cfg.pin[i % cfg.pin.len()]),
+            budget: cfg.max_requests.map(|n| share64(n, cfg.threads as u64, i as u64)),
         };
         first += active;
         first_idle += idle;
@@ -78,7 +79,8 @@ pub fn run_load_until(cfg: LoadConfig, stop: &AtomicBool) -> anyhow::Result<Repo
     let mut interrupted = false;
     let mut gave_up = false;
     let mut last_tick = Instant::now();
-    let mut last_requests = 0;
+    let mut last_count = 0;
+    let mut was_warm = false;
     loop {
         match rx.recv_timeout(TICK) {
             Ok(Msg::Second { sec, hist }) => {
@@ -103,11 +105,21 @@ pub fn run_load_until(cfg: LoadConfig, stop: &AtomicBool) -> anyhow::Result<Repo
         }
         if let Some(p) = &progress {
             if last_tick.elapsed() >= TICK {
-                let requests: u64 = live.iter().map(|l| l.requests.load(Ordering::Relaxed)).sum();
+                // During warm-up the rate of replies of any kind (nothing is counted yet);
+                // from the window on, successful requests.
+                let warm = elapsed < cfg.warmup;
+                let count: u64 = live
+                    .iter()
+                    .map(|l| if warm { l.replies.load(Ordering::Relaxed) } else { l.requests.load(Ordering::Relaxed) })
+                    .sum();
+                if warm != was_warm || count < last_count {
+                    last_count = 0;
+                }
                 let errors: u64 = live.iter().map(|l| l.errors.load(Ordering::Relaxed)).sum();
-                let rps = (requests - last_requests.min(requests)) as f64 / last_tick.elapsed().as_secs_f64();
-                p.update(elapsed, rps, errors, &cfg);
-                last_requests = requests;
+                let rps = (count - last_count) as f64 / last_tick.elapsed().as_secs_f64();
+                p.update(&progress_line(elapsed, rps, errors, &cfg));
+                last_count = count;
+                was_warm = warm;
                 last_tick = Instant::now();
             }
         }
@@ -134,29 +146,14 @@ pub fn run_load_until(cfg: LoadConfig, stop: &AtomicBool) -> anyhow::Result<Repo
     Ok(build_report(&cfg, &plan, outs, seconds, interrupted))
 }
 
+/// [`share`] for request counts.
+fn share64(n: u64, t: u64, i: u64) -> u64 {
+    n / t + u64::from(i < n % t)
+}
+
 /// Thread `i`'s share of `n` items over `t` threads.
 fn share(n: usize, t: usize, i: usize) -> usize {
     n / t + usize::from(i < n % t)
-}
-
-/// "connection refused", not "Connection refused (os error 111)".
-#[must_use]
-pub fn describe_connect_error(e: &io::Error) -> String {
-    let s = match e.kind() {
-        io::ErrorKind::ConnectionRefused => return "connection refused".into(),
-        io::ErrorKind::TimedOut => return "connection timed out".into(),
-        io::ErrorKind::ConnectionReset => return "connection reset by peer".into(),
-        _ => e.to_string(),
-    };
-    let s = match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    };
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => s,
-    }
 }
 
 fn build_report(
@@ -172,8 +169,8 @@ fn build_report(
     let (mut requests, mut bytes_read, mut bytes_written, mut connects) = (0, 0, 0, 0);
     let (mut cpu_us, mut syscalls, mut incomplete, mut idle_connected, mut end) = (0, 0, 0, 0, plan.warm_end);
     for o in &outs {
-        let _ = corrected.add(&o.rec.corrected);
-        let _ = uncorrected.add(o.rec.uncorrected.as_ref().unwrap_or(&o.rec.corrected));
+        histogram::merge_into(&mut corrected, &o.rec.corrected);
+        histogram::merge_into(&mut uncorrected, o.rec.uncorrected.as_ref().unwrap_or(&o.rec.corrected));
         errors.add(&o.rec.errors);
         status.add(&o.rec.status);
         requests += o.rec.requests;
@@ -227,6 +224,8 @@ fn build_report(
         bytes_written,
         latency_us: Latency::from_histogram(&corrected),
         latency_uncorrected_us: Latency::from_histogram(&uncorrected),
+        latency_histogram: Some(histogram::encode(&corrected)),
+        latency_uncorrected_histogram: cfg.rate.is_some().then(|| histogram::encode(&uncorrected)),
         errors,
         status,
         idle_connected,
@@ -249,6 +248,21 @@ fn per_request(total: u64, requests: u64) -> f64 {
     }
 }
 
+/// The live line: warm-up is shown as such (its rate is not measured), then the window.
+fn progress_line(elapsed: Duration, rps: f64, errors: u64, cfg: &LoadConfig) -> String {
+    let e = elapsed.as_secs_f64();
+    let warm = cfg.warmup.as_secs_f64();
+    if e < warm {
+        format!("warm-up {e:.1}s/{warm:.1}s (not measured)  {rps:.0} replies/s")
+    } else {
+        let limit = match cfg.max_requests {
+            Some(n) => format!(" (until {n} requests)"),
+            None => format!("/{:.1}s", cfg.duration.as_secs_f64()),
+        };
+        format!("{:.1}s{limit}  {rps:.0} req/s  {errors} errors", e - warm)
+    }
+}
+
 /// The live line on stderr (only drawn on a terminal).
 struct Progress {
     bar: indicatif::ProgressBar,
@@ -265,15 +279,8 @@ impl Progress {
         Self { bar }
     }
 
-    fn update(&self, elapsed: Duration, rps: f64, errors: u64, cfg: &LoadConfig) {
-        let e = elapsed.as_secs_f64();
-        let warm = cfg.warmup.as_secs_f64();
-        let msg = if e < warm {
-            format!("warming up {e:.1}s/{warm:.1}s  {rps:.0} req/s  {errors} errors")
-        } else {
-            format!("{:.1}s/{:.1}s  {rps:.0} req/s  {errors} errors", e - warm, cfg.duration.as_secs_f64())
-        };
-        self.bar.set_message(msg);
+    fn update(&self, msg: &str) {
+        self.bar.set_message(msg.to_string());
         self.bar.tick();
     }
 
@@ -287,17 +294,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_add_up() {
-        for (n, t) in [(64, 1), (64, 3), (5, 2), (0, 4)] {
-            assert_eq!((0..t).map(|i| share(n, t, i)).sum::<usize>(), n);
-        }
+    fn warm_up_is_shown_as_such() {
+        let mut cfg = LoadConfig::new("127.0.0.1:1");
+        cfg.warmup = Duration::from_secs(2);
+        let line = progress_line(Duration::from_millis(500), 1234.0, 0, &cfg);
+        assert_eq!(line, "warm-up 0.5s/2.0s (not measured)  1234 replies/s");
+        let line = progress_line(Duration::from_millis(3500), 99.0, 2, &cfg);
+        assert_eq!(line, "1.5s/10.0s  99 req/s  2 errors");
+        cfg.max_requests = Some(500);
+        assert!(progress_line(Duration::from_secs(3), 1.0, 0, &cfg).contains("(until 500 requests)"));
     }
 
     #[test]
-    fn connect_errors_read_well() {
-        let e = io::Error::from_raw_os_error(111);
-        assert_eq!(describe_connect_error(&e), "connection refused");
-        let e = io::Error::from_raw_os_error(99);
-        assert_eq!(describe_connect_error(&e), "cannot assign requested address");
+    fn shares_add_up() {
+        for (n, t) in [(64, 1), (64, 3), (5, 2), (0, 4)] {
+            assert_eq!((0..t).map(|i| share(n, t, i)).sum::<usize>(), n);
+            assert_eq!((0..t as u64).map(|i| share64(n as u64, t as u64, i)).sum::<u64>(), n as u64);
+        }
     }
 }

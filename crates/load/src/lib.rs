@@ -20,14 +20,21 @@
 mod cli;
 mod config;
 mod conn;
+mod describe;
 mod driver;
+pub mod histogram;
+mod merge;
 mod report;
+mod request;
 mod stats;
 mod thread;
 mod worker;
 
 pub use cli::{run, CpuList, LoadArgs};
 pub use config::{parse_cpus, parse_target, LoadConfig, LoadMode, LoadPoller, Target};
-pub use driver::{describe_connect_error, run_load, run_load_until};
+pub use describe::describe_connect_error;
+pub use driver::{run_load, run_load_until};
+pub use merge::{merge_reports, window_overlap};
 pub use report::{fmt_bytes, fmt_us, Errors, Latency, Report, StatusClasses, TimelineRow};
+pub use request::{parse_header, RequestSpec};
 pub use ringpoll_proto::units;

@@ -23,13 +23,13 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Summarise a histogram of microseconds (all zero when it is empty).
+    /// Summarise a histogram of microseconds (`None` when it is empty).
     #[must_use]
-    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+    pub fn from_histogram(h: &Histogram<u64>) -> Option<Self> {
         if h.is_empty() {
-            return Self::default();
+            return None;
         }
-        Self {
+        Some(Self {
             p50: h.value_at_quantile(0.50),
             p75: h.value_at_quantile(0.75),
             p90: h.value_at_quantile(0.90),
@@ -39,7 +39,7 @@ impl Latency {
             max: h.max(),
             mean: h.mean(),
             stdev: h.stdev(),
-        }
+        })
     }
 }
 
@@ -149,6 +149,7 @@ pub struct Report {
     pub window_start_unix_s: f64,
     #[serde(default)]
     pub window_end_unix_s: f64,
+    /// Successful requests sent in the window (echo: every byte verified; http: 2xx).
     pub requests: u64,
     pub rps: f64,
     /// Open loop: how far `rps` fell short of `rate_requested`, in percent (0 when met).
@@ -156,9 +157,17 @@ pub struct Report {
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// Open loop: from each request's intended send time; closed loop: from its send time.
-    pub latency_us: Latency,
+    /// `None` (JSON `null`) when no request succeeded: there is no latency to report.
+    pub latency_us: Option<Latency>,
     /// From the actual send time (equal to `latency_us` in closed loop).
-    pub latency_uncorrected_us: Latency,
+    pub latency_uncorrected_us: Option<Latency>,
+    /// The histogram behind `latency_us` (µs; HdrHistogram V2 + deflate, base64), so that
+    /// runs can be merged as histograms (`ringpoll load merge`).
+    #[serde(default)]
+    pub latency_histogram: Option<String>,
+    /// Open loop: the histogram behind `latency_uncorrected_us`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_uncorrected_histogram: Option<String>,
     pub errors: Errors,
     pub status: StatusClasses,
     pub idle_connected: usize,
@@ -208,17 +217,27 @@ pub fn fmt_bytes(b: f64) -> String {
 }
 
 impl Report {
-    /// The `Running 10s test @ ...` header wrk prints before the run.
+    /// The `Running 10s test @ ...` header wrk prints before the run (`Running 1000
+    /// requests @ ...` with `-n`), and the warm-up, which is not measured.
     #[must_use]
-    pub fn header(target: &str, duration_s: f64, threads: usize, connections: usize) -> String {
-        format!("Running {}s test @ {target}\n  {threads} threads and {connections} connections", trim_f(duration_s))
+    pub fn header_for(cfg: &crate::config::LoadConfig) -> String {
+        let what = match cfg.max_requests {
+            Some(n) if cfg.duration >= std::time::Duration::from_secs(3600) => format!("{n} requests"),
+            Some(n) => format!("{n} requests (at most {}s)", trim_f(cfg.duration.as_secs_f64())),
+            None => format!("{}s test", trim_f(cfg.duration.as_secs_f64())),
+        };
+        let mut s =
+            format!("Running {what} @ {}\n  {} threads and {} connections", cfg.target, cfg.threads, cfg.connections);
+        if !cfg.warmup.is_zero() {
+            s.push_str(&format!(" (after a {}s warm-up, not measured)", trim_f(cfg.warmup.as_secs_f64())));
+        }
+        s
     }
 
     /// The wrk-like human summary.
     #[must_use]
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let l = &self.latency_us;
         let _ = writeln!(
             s,
             "  mode {}, depth {}, {} B per request{}{}",
@@ -230,30 +249,18 @@ impl Report {
             } else {
                 String::new()
             },
-            if self.warmup_s > 0.0 { format!(", after {}s warmup", trim_f(self.warmup_s)) } else { String::new() },
+            if self.warmup_s > 0.0 { format!(", after a {}s warm-up", trim_f(self.warmup_s)) } else { String::new() },
         );
-        let _ = writeln!(s, "  Latency     Avg        Stdev      Max");
-        let _ = writeln!(s, "              {:<10} {:<10} {}", fmt_us(l.mean), fmt_us(l.stdev), fmt_us(l.max as f64));
-        let corrected = self.rate_requested.is_some();
-        let _ = writeln!(s, "  Latency Distribution{}", if corrected { " (corrected; uncorrected)" } else { "" });
-        let u = &self.latency_uncorrected_us;
-        for (name, c, uc) in [
-            ("50%", l.p50, u.p50),
-            ("75%", l.p75, u.p75),
-            ("90%", l.p90, u.p90),
-            ("99%", l.p99, u.p99),
-            ("99.9%", l.p999, u.p999),
-            ("99.99%", l.p9999, u.p9999),
-        ] {
-            if corrected {
-                let _ = writeln!(s, "  {name:>7}  {:>10}  {:>10}", fmt_us(c as f64), fmt_us(uc as f64));
-            } else {
-                let _ = writeln!(s, "  {name:>7}  {:>10}", fmt_us(c as f64));
+        match &self.latency_us {
+            Some(l) => self.latency_lines(&mut s, l),
+            None => {
+                let _ =
+                    writeln!(s, "  No successful requests: {} errors, so no latency to report", self.errors.total());
             }
         }
         let _ = writeln!(
             s,
-            "  {} requests in {:.2}s, {} read, {} written",
+            "  {} successful requests in {:.2}s, {} read, {} written",
             self.requests,
             self.duration_s,
             fmt_bytes(self.bytes_read as f64),
@@ -308,6 +315,32 @@ impl Report {
     }
 }
 
+impl Report {
+    /// wrk's latency block: average, deviation, maximum, then the distribution (with the
+    /// uncorrected column in open loop).
+    fn latency_lines(&self, s: &mut String, l: &Latency) {
+        let _ = writeln!(s, "  Latency     Avg        Stdev      Max");
+        let _ = writeln!(s, "              {:<10} {:<10} {}", fmt_us(l.mean), fmt_us(l.stdev), fmt_us(l.max as f64));
+        let corrected = self.rate_requested.is_some();
+        let _ = writeln!(s, "  Latency Distribution{}", if corrected { " (corrected; uncorrected)" } else { "" });
+        let u = self.latency_uncorrected_us.unwrap_or(*l);
+        for (name, c, uc) in [
+            ("50%", l.p50, u.p50),
+            ("75%", l.p75, u.p75),
+            ("90%", l.p90, u.p90),
+            ("99%", l.p99, u.p99),
+            ("99.9%", l.p999, u.p999),
+            ("99.99%", l.p9999, u.p9999),
+        ] {
+            if corrected {
+                let _ = writeln!(s, "  {name:>7}  {:>10}  {:>10}", fmt_us(c as f64), fmt_us(uc as f64));
+            } else {
+                let _ = writeln!(s, "  {name:>7}  {:>10}", fmt_us(c as f64));
+            }
+        }
+    }
+}
+
 fn trim_f(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -341,8 +374,19 @@ mod tests {
     }
 
     #[test]
-    fn empty_histogram_is_all_zero() {
+    fn empty_histogram_has_no_latency() {
         let h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-        assert_eq!(Latency::from_histogram(&h), Latency::default());
+        assert_eq!(Latency::from_histogram(&h), None);
+    }
+
+    #[test]
+    fn zero_successes_say_so_without_latency_figures() {
+        let mut r = Report { mode: "echo".into(), duration_s: 1.0, ..Report::default() };
+        r.errors.mismatch = 1512;
+        let text = r.summary();
+        assert!(text.contains("No successful requests: 1512 errors"), "{text}");
+        assert!(!text.contains("Latency") && !text.contains("us\n"), "{text}");
+        let j = serde_json::to_value(&r).unwrap();
+        assert!(j["latency_us"].is_null(), "{j}");
     }
 }

@@ -3,25 +3,15 @@
 //! Only requests sent inside the measured window count (open loop: whose *intended* send
 //! time falls inside it), wherever their response lands; errors and bytes count while the
 //! window is open (grace period included).
+//!
+//! A request counts (and its latency is recorded) only when it succeeded: an echo message
+//! whose every byte came back right, an HTTP response with a 2xx status. A reply that fails
+//! verification is an error, never a request.
 
 use hdrhistogram::Histogram;
 
+use crate::histogram::{latency_histogram, timeline_histogram};
 use crate::report::{Errors, StatusClasses};
-
-/// Highest latency tracked (µs); slower ones are recorded as this.
-pub const MAX_LATENCY_US: u64 = 60_000_000;
-
-/// A latency histogram in µs, 1 µs .. 60 s, 3 significant figures.
-#[must_use]
-pub fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
-}
-
-/// Cheaper histogram for the per-second timeline (2 significant figures).
-#[must_use]
-pub fn timeline_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("constant histogram bounds are valid")
-}
 
 /// One in-flight request: when it should have been sent (open loop) and when it was.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +57,9 @@ pub struct Recorder {
     pub errors: Errors,
     pub status: StatusClasses,
     pub connects: u64,
+    /// Replies of any kind received so far, warm-up included (the live line shows the rate
+    /// during warm-up from it).
+    pub replies: u64,
 }
 
 impl Recorder {
@@ -84,13 +77,33 @@ impl Recorder {
             errors: Errors::default(),
             status: StatusClasses::default(),
             connects: 0,
+            replies: 0,
         }
     }
 
     /// A request completed at `now` (ns since the epoch).
     #[inline]
     pub fn complete(&mut self, slot: Slot, now: u64, outcome: Outcome) {
+        self.replies += 1;
         if slot.intended < self.warm_end {
+            return;
+        }
+        let ok = match outcome {
+            Outcome::Echoed => true,
+            Outcome::Mismatch => {
+                self.errors.mismatch += 1;
+                false
+            }
+            Outcome::Status(s) => {
+                self.status.count(s);
+                let ok = (200..300).contains(&s);
+                if !ok {
+                    self.errors.status += 1;
+                }
+                ok
+            }
+        };
+        if !ok {
             return;
         }
         self.requests += 1;
@@ -101,16 +114,6 @@ impl Recorder {
         }
         if let Some(h) = &mut self.second {
             h.saturating_record(us);
-        }
-        match outcome {
-            Outcome::Echoed => {}
-            Outcome::Mismatch => self.errors.mismatch += 1,
-            Outcome::Status(s) => {
-                self.status.count(s);
-                if !(200..300).contains(&s) {
-                    self.errors.status += 1;
-                }
-            }
         }
     }
 
@@ -158,10 +161,22 @@ mod tests {
         let mut r = Recorder::new(1_000, true, false);
         r.complete(Slot { intended: 999, sent: 999 }, 5_000, Outcome::Status(200));
         assert_eq!(r.requests, 0);
-        r.complete(Slot { intended: 1_000, sent: 3_000 }, 5_000, Outcome::Status(404));
-        assert_eq!((r.requests, r.errors.status, r.status.s4xx), (1, 1, 1));
+        r.complete(Slot { intended: 1_000, sent: 3_000 }, 5_000, Outcome::Status(200));
+        assert_eq!((r.requests, r.errors.status, r.status.s2xx), (1, 0, 1));
         assert_eq!(r.corrected.max(), 4);
         assert_eq!(r.uncorrected.as_ref().unwrap().max(), 2);
+        assert_eq!(r.replies, 2, "warm-up replies are seen, not counted");
+    }
+
+    #[test]
+    fn failed_replies_are_errors_never_requests() {
+        let mut r = Recorder::new(0, false, true);
+        r.complete(Slot { intended: 0, sent: 0 }, 7_000, Outcome::Status(404));
+        r.complete(Slot { intended: 0, sent: 0 }, 7_000, Outcome::Status(503));
+        r.complete(Slot { intended: 0, sent: 0 }, 7_000, Outcome::Mismatch);
+        assert_eq!(r.requests, 0);
+        assert_eq!((r.errors.status, r.errors.mismatch, r.status.s4xx, r.status.s5xx), (2, 1, 1, 1));
+        assert!(r.corrected.is_empty() && r.second.as_ref().unwrap().is_empty(), "no latency of a failure");
     }
 
     #[test]
@@ -172,6 +187,6 @@ mod tests {
         r.measuring = true;
         r.error(ErrorKind::Connect);
         r.complete(Slot { intended: 20, sent: 20 }, 30, Outcome::Mismatch);
-        assert_eq!((r.errors.connect, r.errors.mismatch), (1, 1));
+        assert_eq!((r.errors.connect, r.errors.mismatch, r.requests), (1, 1, 0));
     }
 }

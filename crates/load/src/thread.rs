@@ -12,7 +12,10 @@ use crate::stats::Recorder;
 #[repr(align(128))]
 #[derive(Debug, Default)]
 pub struct Live {
+    /// Successful requests of the measured window.
     pub requests: AtomicU64,
+    /// Replies of any kind since the start, warm-up included.
+    pub replies: AtomicU64,
     pub errors: AtomicU64,
     pub connected: AtomicBool,
     /// Failed connects since the start (warmup included).
@@ -30,6 +33,8 @@ pub struct ThreadSpec {
     pub first_idle: usize,
     pub idle: usize,
     pub cpu: Option<usize>,
+    /// `-n`: this thread's share of the requests to send in the window.
+    pub budget: Option<u64>,
 }
 
 /// From the threads to the driver.

@@ -25,7 +25,7 @@ use ringpoll_sys::socket;
 
 use crate::config::Plan;
 use crate::conn::{Conn, Lost, State, MAX_BACKOFF, MIN_BACKOFF};
-use crate::driver::describe_connect_error;
+use crate::describe::describe_connect_error;
 use crate::stats::{ErrorKind, Recorder, Slot};
 use crate::thread::{thread_cpu_us, Live, Msg, ThreadOut, ThreadSpec};
 
@@ -57,6 +57,8 @@ struct Worker<'a, P> {
     end: u64,
     grace_end: u64,
     connected_ever: bool,
+    /// `-n`: requests this thread may still send in the window.
+    budget: Option<u64>,
     connect_failures: u64,
     last_connect_error: Option<io::Error>,
     first_error: Option<String>,
@@ -98,6 +100,7 @@ pub fn run_thread<P: Poller>(
         end: plan.end,
         grace_end: plan.end.saturating_add(plan.grace),
         connected_ever: false,
+        budget: spec.budget,
         connect_failures: 0,
         last_connect_error: None,
         first_error: None,
@@ -145,6 +148,11 @@ impl<P: Poller> Worker<'_, P> {
                     sec += 1;
                     next_second += SECOND;
                 }
+            }
+            if self.budget == Some(0) && now < self.end && self.rec.measuring && self.in_flight() == 0 {
+                // `-n`: every request of this thread's share is answered (or lost).
+                self.end = now;
+                self.grace_end = now;
             }
             if now >= self.end && (now >= self.grace_end || self.in_flight() == 0) {
                 break;
@@ -194,6 +202,7 @@ impl<P: Poller> Worker<'_, P> {
                 }
             }
             live.requests.store(self.rec.requests, Ordering::Relaxed);
+            live.replies.store(self.rec.replies, Ordering::Relaxed);
             live.errors.store(self.rec.errors.total(), Ordering::Relaxed);
             live.connect_failures.store(self.connect_failures, Ordering::Relaxed);
             if self.connected_ever {
@@ -440,18 +449,33 @@ impl<P: Poller> Worker<'_, P> {
 
     fn top_up(&mut self, idx: usize) {
         let (plan, now, end) = (self.plan, self.now, self.end);
+        let budget = &mut self.budget;
+        // `-n`: a request of the window uses up one of the thread's share.
+        let mut allowed = |intended: u64| match budget {
+            Some(left) if intended >= plan.warm_end => {
+                if *left == 0 {
+                    return false;
+                }
+                *left -= 1;
+                true
+            }
+            _ => true,
+        };
         let c = &mut self.conns[idx];
         let room = plan.depth - c.slots.len();
         match plan.interval_ns {
             None => {
                 for _ in 0..room {
+                    if !allowed(now) {
+                        break;
+                    }
                     c.queue(Slot { intended: now, sent: now }, plan.msg_len);
                 }
             }
             Some(interval) => {
                 for _ in 0..room {
                     let t = c.next_intended(interval);
-                    if t > now || t >= end {
+                    if t > now || t >= end || !allowed(t) {
                         break;
                     }
                     c.queue(Slot { intended: t, sent: now }, plan.msg_len);

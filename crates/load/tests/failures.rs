@@ -105,3 +105,88 @@ fn bad_configurations_are_refused() {
     assert!(run_load(c).unwrap_err().to_string().contains("--threads"));
     assert!(run_load(LoadConfig::new("https://x:1/")).is_err());
 }
+
+/// Reads one request (one read) at a time; `answer(n)` says whether request `n` of this
+/// connection is answered (200, keep-alive) or the connection is closed unanswered.
+fn closing_server(answer: impl Fn(u64) -> bool + Send + Sync + 'static) -> common::TestServer {
+    serve(move |mut s, ctx| {
+        use std::io::Write;
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        while let Some(got) = common::read_some(&mut s, &mut buf, ctx) {
+            if got == 0 {
+                continue;
+            }
+            if !answer(n) {
+                return;
+            }
+            n += 1;
+            if s.write_all(&ok_response()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn a_request_whose_connection_closes_unanswered_is_an_error() {
+    // Every connection answers its first request and closes on the second without a reply.
+    let srv = closing_server(|n| n == 0);
+    let mut c = LoadConfig::new(srv.url("/"));
+    c.duration = Duration::from_millis(500);
+    c.connections = 2;
+    let r = run_load(c).unwrap();
+    assert!(r.requests >= 2, "{r:#?}");
+    assert!(r.errors.read >= 2, "each unanswered request is an error: {r:#?}");
+    // One success and one loss per connection (give or take those cut by the window's end).
+    assert!(r.requests.abs_diff(r.errors.read) <= 2, "{r:#?}");
+    assert!(r.first_error.as_deref().is_some_and(|e| e.contains("closed by the server")), "{r:#?}");
+}
+
+#[test]
+fn connection_close_is_not_an_error_but_pipelined_requests_it_cuts_off_are() {
+    // Depth 1: `Connection: close` on every response, then the server closes: clean.
+    let close_each = || {
+        http_server(|_| {
+            (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok".to_vec(), Duration::ZERO)
+        })
+    };
+    let srv = close_each();
+    let mut c = LoadConfig::new(srv.url("/"));
+    c.duration = Duration::from_millis(400);
+    c.connections = 2;
+    let r = run_load(c.clone()).unwrap();
+    assert!(r.requests > 10 && r.errors.total() == 0, "{r:#?}");
+    // Depth 4: the three requests behind the closing response were sent and never answered.
+    let srv = closing_server(|n| n == 0);
+    c.target = srv.url("/");
+    c.depth = 4;
+    let r = run_load(c).unwrap();
+    assert!(r.errors.read > 0, "{r:#?}");
+}
+
+#[test]
+fn echo_against_an_http_server_has_no_successful_request() {
+    // The case: an HTTP server answers the echo bytes with 400 and closes; every
+    // reply fails verification, so nothing is a request.
+    let srv = serve(|mut s, ctx| {
+        use std::io::Write;
+        let mut buf = [0u8; 4096];
+        while let Some(n) = common::read_some(&mut s, &mut buf, ctx) {
+            if n > 0 {
+                let _ = s.write_all(&common::bad_request());
+                return;
+            }
+        }
+    });
+    let mut c = LoadConfig::new(srv.addr.to_string());
+    c.duration = Duration::from_millis(300);
+    c.connections = 2;
+    let r = run_load(c).unwrap();
+    assert_eq!(r.requests, 0, "{r:#?}");
+    assert!(r.errors.mismatch + r.errors.read > 0, "{r:#?}");
+    assert!(r.latency_us.is_none() && r.latency_uncorrected_us.is_none());
+    assert_eq!(r.rps, 0.0);
+    let text = r.summary();
+    assert!(text.contains("No successful requests") && !text.contains("Latency"), "{text}");
+}

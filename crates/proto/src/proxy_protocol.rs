@@ -70,14 +70,24 @@ fn parse_v1(buf: &[u8]) -> Parsed {
     let window = &buf[..buf.len().min(V1_MAX)];
     // The line ends at the first CR or LF, whichever comes first: a bare LF is malformed.
     let Some(end) = window.iter().position(|&b| b == b'\r' || b == b'\n') else {
-        return if buf.len() >= V1_MAX { Parsed::Invalid("v1 header longer than 107 bytes") } else { Parsed::Incomplete };
+        return if buf.len() >= V1_MAX {
+            Parsed::Invalid("v1 header longer than 107 bytes")
+        } else {
+            Parsed::Incomplete
+        };
     };
     if window[end] == b'\n' {
         return Parsed::Invalid("v1 header line ends without CR");
     }
     let cr = end;
     match window.get(cr + 1) {
-        None => return if cr + 1 >= V1_MAX { Parsed::Invalid("v1 header longer than 107 bytes") } else { Parsed::Incomplete },
+        None => {
+            return if cr + 1 >= V1_MAX {
+                Parsed::Invalid("v1 header longer than 107 bytes")
+            } else {
+                Parsed::Incomplete
+            }
+        }
         Some(b'\n') => {}
         Some(_) => return Parsed::Invalid("v1 header: CR not followed by LF"),
     }

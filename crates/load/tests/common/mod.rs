@@ -158,3 +158,88 @@ pub fn dead_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
+
+/// One request as the recording server parsed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// An HTTP server that parses every request (httparse, Content-Length bodies), keeps it in
+/// `log`, and answers `200 OK`. Anything unparsable is answered 400 and closed.
+pub fn recording_server() -> (TestServer, Arc<std::sync::Mutex<Vec<Recorded>>>) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = Arc::clone(&log);
+    let srv = serve(move |mut s, ctx| {
+        let mut buf = vec![0; 64 * 1024];
+        let mut carry: Vec<u8> = Vec::new();
+        while let Some(n) = read_some(&mut s, &mut buf, ctx) {
+            carry.extend_from_slice(&buf[..n]);
+            let mut out = Vec::new();
+            loop {
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut req = httparse::Request::new(&mut headers);
+                let head_len = match req.parse(&carry) {
+                    Ok(httparse::Status::Complete(len)) => len,
+                    Ok(httparse::Status::Partial) => break,
+                    Err(_) => {
+                        let _ = s.write_all(&bad_request());
+                        return;
+                    }
+                };
+                let hs: Vec<(String, String)> = req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                let len: usize = hs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                if carry.len() < head_len + len {
+                    break;
+                }
+                let rec = Recorded {
+                    method: req.method.unwrap_or_default().to_string(),
+                    path: req.path.unwrap_or_default().to_string(),
+                    headers: hs,
+                    body: carry[head_len..head_len + len].to_vec(),
+                };
+                carry.drain(..head_len + len);
+                l.lock().unwrap().push(rec);
+                ctx.handled.fetch_add(1, Ordering::Relaxed);
+                out.extend_from_slice(&ok_response());
+            }
+            if !out.is_empty() && s.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    (srv, log)
+}
+
+/// An echo server that counts every byte it receives (in `handled`).
+pub fn counting_echo_server() -> TestServer {
+    serve(|mut s, ctx| {
+        let mut buf = vec![0; 64 * 1024];
+        while let Some(n) = read_some(&mut s, &mut buf, ctx) {
+            if n == 0 {
+                continue;
+            }
+            ctx.handled.fetch_add(n as u64, Ordering::Relaxed);
+            if s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    })
+}

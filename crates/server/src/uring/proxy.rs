@@ -134,7 +134,7 @@ struct Pair {
 impl Pair {
     fn idle(&self) -> bool {
         self.socks.iter().all(|s| s.recv.is_none() && s.send.is_none())
-            && !self.connecting.as_ref().is_some_and(|c| c.op.is_some())
+            && self.connecting.as_ref().is_none_or(|c| c.op.is_none())
     }
 }
 

@@ -1,0 +1,124 @@
+//! Which servers take part, and which (server, load generator) rows each workload gets.
+
+use crate::cli::Options;
+use crate::matrix::{LoadGen, Proto, Server, Workload};
+use crate::{measure, procs};
+
+/// select(2) watches descriptors below 1024 only; leave room for the server's own.
+pub const SELECT_MAX_CONNS: usize = 1000;
+
+/// One row of a workload: a server driven by a load generator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub server: Server,
+    pub loadgen: LoadGen,
+}
+
+/// The servers this run compares, probing that each backend can run here; the ones left out
+/// are listed in `skipped` with the reason. Returns whether wrk rows are added.
+pub fn servers(opts: &Options, ringpoll: &std::path::Path, skipped: &mut Vec<String>) -> (Vec<Server>, bool) {
+    let mut servers = Vec::new();
+    for name in crate::BACKENDS {
+        if !opts.backends.is_empty() && !opts.backends.iter().any(|x| x == name) {
+            continue;
+        }
+        match measure::backend_available(ringpoll, name) {
+            Ok(()) => {
+                servers.push(Server::Ringpoll { backend: name.into() });
+                if name == "epoll" {
+                    servers.push(Server::RingpollSplice);
+                }
+                if name == "uring" {
+                    servers.push(Server::RingpollUringRelay { relay: crate::URING_OTHER_RELAY.into() });
+                }
+            }
+            Err(e) => skipped.push(format!("{name}: {e}")),
+        }
+    }
+    let wanted = |p: &str| opts.all_peers || opts.peers.iter().any(|x| x == p);
+    for (server, bin) in
+        [(Server::TokioEcho, "tokio-echo"), (Server::MonoioEcho, "monoio-echo"), (Server::TokioHttp, "tokio-http")]
+    {
+        if !wanted(server.peer_name().unwrap_or_default()) {
+            continue;
+        }
+        if opts.peers_dir.join(bin).is_file() {
+            servers.push(server);
+        } else {
+            skipped.push(format!("{bin}: not built (run bench-scripts/build-peers.sh)"));
+        }
+    }
+    if wanted("nginx") {
+        if procs::have("nginx") {
+            servers.push(Server::Nginx);
+            servers.push(Server::NginxStream);
+        } else {
+            skipped.push("nginx: not installed".into());
+        }
+    }
+    let mut wrk = false;
+    if opts.all_peers {
+        wrk = procs::have("wrk");
+        if !wrk {
+            skipped.push("wrk: not installed".into());
+        }
+    }
+    (servers, wrk)
+}
+
+/// The rows of workload `w`: every server that speaks its protocol (select only below its
+/// descriptor cap), plus wrk rows for plain HTTP against epoll and nginx.
+pub fn members(servers: &[Server], w: &Workload, wrk: bool, conns: usize, skipped: &mut Vec<String>) -> Vec<Member> {
+    let mut out = Vec::new();
+    for s in servers.iter().filter(|s| s.serves(w.proto)) {
+        if matches!(s, Server::Ringpoll { backend } if backend == "select") && conns + w.idle > SELECT_MAX_CONNS {
+            let why = format!("select on {}: {} connections exceed FD_SETSIZE", w.name, conns + w.idle);
+            if !skipped.contains(&why) {
+                skipped.push(why);
+            }
+            continue;
+        }
+        out.push(Member { server: s.clone(), loadgen: LoadGen::Ringpoll });
+        let wrk_row = matches!(s, Server::Nginx) || matches!(s, Server::Ringpoll { backend } if backend == "epoll");
+        if wrk && w.proto == Proto::Http && w.depth == 1 && w.path.is_empty() && wrk_row {
+            out.push(Member { server: s.clone(), loadgen: LoadGen::Wrk });
+        }
+    }
+    out
+}
+
+/// The shuffled order of round `round` of workload number `wi` (deterministic in the seed,
+/// so that a resumed run continues the same plan).
+#[must_use]
+pub fn order(n: usize, seed: u64, wi: usize, round: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mix =
+        seed ^ (wi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (round as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    fastrand::Rng::with_seed(mix).shuffle(&mut v);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_are_shuffled_per_round_and_reproducible() {
+        assert_eq!(order(6, 42, 0, 3), order(6, 42, 0, 3));
+        let distinct: std::collections::HashSet<Vec<usize>> = (0..20).map(|r| order(6, 42, 0, r)).collect();
+        assert!(distinct.len() > 10, "rounds get different orders");
+        let mut o = order(6, 1, 2, 3);
+        o.sort_unstable();
+        assert_eq!(o, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn select_is_left_out_above_its_cap() {
+        let servers = vec![Server::Ringpoll { backend: "select".into() }, Server::Ringpoll { backend: "epoll".into() }];
+        let w = crate::matrix::main_workloads()[0].clone();
+        let mut skipped = Vec::new();
+        assert_eq!(members(&servers, &w, false, 64, &mut skipped).len(), 2);
+        assert_eq!(members(&servers, &w, false, 4096, &mut skipped).len(), 1);
+        assert_eq!(skipped.len(), 1);
+    }
+}

@@ -1,0 +1,191 @@
+//! From measured rounds to verdicts: which comparisons are made (each backend vs epoll, each
+//! backend vs the best peer), their paired ratios with intervals on both cost metrics, and
+//! the knees of a rate sweep.
+
+use crate::results::{Cell, Knee, Metric, Results, SweepKind, Verdict};
+use crate::stats::paired_ratio;
+
+/// ringpoll's own rows driven by ringpoll's load generator.
+fn own(c: &Cell) -> bool {
+    c.ok() && !c.peer && c.loadgen == crate::matrix::LoadGen::Ringpoll
+}
+
+/// The reference server with the least (median) process CPU per request in a workload.
+#[must_use]
+pub fn best_peer<'a>(cells: &'a [Cell], workload: &str) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .filter(|c| c.peer && c.ok() && c.workload.name == workload && c.loadgen == crate::matrix::LoadGen::Ringpoll)
+        .min_by(|a, b| a.median.cpu_us_per_req.total_cmp(&b.median.cpu_us_per_req))
+}
+
+/// The comparisons of one workload: `(a, b, headline)` as indices into `cells`. The headline
+/// ones are uring vs epoll and epoll and uring vs the best peer; when a run has none of those
+/// (e.g. `--backends epoll,poll`), every comparison is a headline one.
+#[must_use]
+pub fn comparisons(cells: &[Cell], workload: &str) -> Vec<(usize, usize, bool)> {
+    let idx = |pred: &dyn Fn(&Cell) -> bool| cells.iter().position(|c| c.workload.name == workload && pred(c));
+    let epoll = idx(&|c| own(c) && c.label == "epoll");
+    let peer = best_peer(cells, workload).and_then(|p| cells.iter().position(|c| std::ptr::eq(c, p)));
+    let mut out = Vec::new();
+    for (i, c) in cells.iter().enumerate().filter(|(_, c)| c.workload.name == workload && own(c)) {
+        if let Some(e) = epoll.filter(|&e| e != i) {
+            out.push((i, e, c.label == "uring"));
+        }
+        if let Some(p) = peer {
+            out.push((i, p, c.label == "uring" || c.label == "epoll"));
+        }
+    }
+    if !out.iter().any(|c| c.2) {
+        for c in &mut out {
+            c.2 = true;
+        }
+    }
+    out
+}
+
+fn cost(c: &Cell, round: usize, metric: Metric) -> Option<f64> {
+    let r = c.run_of(round)?;
+    match metric {
+        Metric::ProcessCpu => Some(r.cpu_us_per_req),
+        Metric::CoreBusy => r.core_us_per_req,
+    }
+}
+
+/// One verdict: `a` against `b` over the rounds both were measured in.
+#[must_use]
+pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: bool) -> Verdict {
+    let (ca, cb) = (&cells[a], &cells[b]);
+    let pairs: Vec<(f64, f64)> =
+        ca.runs.iter().filter_map(|r| Some((cost(ca, r.round, metric)?, cost(cb, r.round, metric)?))).collect();
+    let interval = paired_ratio(&pairs);
+    let what = match metric {
+        Metric::ProcessCpu => "CPU per request",
+        Metric::CoreBusy => "core busy time per request",
+    };
+    let text = match &interval {
+        Some(iv) => iv.sentence(&ca.label, &cb.label, what),
+        None => format!("{} vs {}: not enough paired rounds for an interval ({})", ca.label, cb.label, pairs.len()),
+    };
+    Verdict {
+        workload: ca.workload.name.clone(),
+        a: ca.label.clone(),
+        b: cb.label.clone(),
+        metric,
+        interval,
+        headline,
+        text,
+    }
+}
+
+/// Every verdict of the results, both metrics (core busy time only when it was measured).
+#[must_use]
+pub fn compute(r: &Results) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for w in r.workload_names() {
+        for (a, b, headline) in comparisons(&r.cells, &w) {
+            out.push(verdict(&r.cells, a, b, Metric::ProcessCpu, headline));
+            let core = verdict(&r.cells, a, b, Metric::CoreBusy, headline);
+            if core.interval.is_some() {
+                out.push(core);
+            }
+        }
+    }
+    out
+}
+
+/// The widest headline interval of a workload (process CPU), as a half width; `Some(0.0)`
+/// when it has no headline comparison, `None` while one has no interval yet.
+#[must_use]
+pub fn widest_headline(cells: &[Cell], workload: &str) -> Option<f64> {
+    let mut widest = 0.0f64;
+    for (a, b, headline) in comparisons(cells, workload) {
+        if headline {
+            widest = widest.max(verdict(cells, a, b, Metric::ProcessCpu, true).interval?.half_width());
+        }
+    }
+    Some(widest)
+}
+
+/// Each server's knee in a rate sweep: the highest achieved rate at a step whose corrected
+/// p99 stayed within `slo_us` and which achieved at least 90% of the offered rate.
+#[must_use]
+pub fn knees(r: &Results, slo_us: f64) -> Vec<Knee> {
+    let mut out: Vec<Knee> = Vec::new();
+    for p in r.sweep.iter().filter(|p| p.kind == SweepKind::Rate) {
+        let Some(run) = &p.run else { continue };
+        let k = match out.iter_mut().find(|k| k.workload == p.workload && k.label == p.label) {
+            Some(k) => k,
+            None => {
+                out.push(Knee {
+                    workload: p.workload.clone(),
+                    label: p.label.clone(),
+                    rps: None,
+                    p99_us: None,
+                    max_rps: 0.0,
+                });
+                out.last_mut().expect("just pushed")
+            }
+        };
+        k.max_rps = k.max_rps.max(run.rps);
+        let kept_up = run.rps >= 0.9 * p.value;
+        if run.p99_us > 0.0 && run.p99_us <= slo_us && kept_up && !matches!(k.rps, Some(best) if run.rps <= best) {
+            k.rps = Some(run.rps);
+            k.p99_us = Some(run.p99_us);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{main_workloads, LoadGen, Server};
+    use crate::results::Run;
+
+    fn cell(server: Server, costs: &[f64]) -> Cell {
+        let runs = costs
+            .iter()
+            .enumerate()
+            .map(|(round, &c)| Run {
+                round,
+                cpu_us_per_req: c,
+                core_us_per_req: Some(c * 1.2),
+                rps: 1.0,
+                requests: 1,
+                ..Run::default()
+            })
+            .collect();
+        Cell::new(main_workloads()[0].clone(), server, LoadGen::Ringpoll, runs, None)
+    }
+
+    #[test]
+    fn comparisons_pair_rounds_and_name_the_headline() {
+        let cells = vec![
+            cell(Server::Ringpoll { backend: "epoll".into() }, &[8.0, 10.0, 9.0, 8.5]),
+            cell(Server::Ringpoll { backend: "uring".into() }, &[6.0, 7.6, 6.7, 6.3]),
+            cell(Server::Ringpoll { backend: "poll".into() }, &[8.1, 9.8, 9.2, 8.4]),
+            cell(Server::TokioEcho, &[9.0, 11.0, 10.0, 9.5]),
+            cell(Server::MonoioEcho, &[12.0, 14.0, 13.0, 12.5]),
+        ];
+        let w = &cells[0].workload.name;
+        assert_eq!(best_peer(&cells, w).unwrap().label, "tokio");
+        let cmp = comparisons(&cells, w);
+        // uring and poll vs epoll; epoll, uring and poll vs tokio.
+        assert_eq!(cmp.len(), 5);
+        assert_eq!(cmp.iter().filter(|c| c.2).count(), 3, "uring/epoll, epoll/tokio, uring/tokio");
+        let v = verdict(&cells, 1, 0, Metric::ProcessCpu, true);
+        let iv = v.interval.unwrap();
+        assert!(iv.hi < 1.0 && iv.n == 4, "{v:?}");
+        assert!(v.text.starts_with("uring uses 0.7"), "{}", v.text);
+        let v = verdict(&cells, 2, 0, Metric::ProcessCpu, false);
+        assert!(v.text.contains("no difference detectable"), "{}", v.text);
+        let all = compute(&Results { cells: cells.clone(), ..Results::default() });
+        assert_eq!(all.len(), 10, "both metrics for each comparison");
+        assert!(all.iter().any(|v| v.metric == Metric::CoreBusy && v.text.contains("core busy time per request")));
+        assert!(widest_headline(&cells, w).unwrap() > 0.0);
+        // Without uring or a peer, the comparisons made are the headline.
+        let two = vec![cells[0].clone(), cells[2].clone()];
+        assert_eq!(comparisons(&two, w), vec![(1, 0, true)]);
+    }
+}
