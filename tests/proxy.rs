@@ -71,22 +71,46 @@ fn echo_upstream() -> ServerProc {
     ServerProc::start("epoll", "echo", &[])
 }
 
-/// A one-shot in-test upstream: accepts one connection and hands it to `f` on a thread.
+/// A one-shot in-test upstream: hands the proxy's first relayed connection to `f` on a thread.
+/// The proxy connects once to every upstream when it starts (and closes at once) to warn about
+/// upstreams that do not answer: call the returned `go` once the proxy listens; connections
+/// already closed by then are those probes and are skipped.
 fn custom_upstream<T: Send + 'static>(
     f: impl FnOnce(TcpStream) -> T + Send + 'static,
-) -> (SocketAddr, mpsc::Receiver<T>) {
+) -> (SocketAddr, mpsc::Receiver<T>, Go) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     std::thread::spawn(move || {
+        if go_rx.recv_timeout(IO_TIMEOUT).is_err() {
+            return;
+        }
         l.set_nonblocking(false).unwrap();
-        if let Ok((s, _)) = l.accept() {
+        for _ in 0..16 {
+            let Ok((s, _)) = l.accept() else { return };
+            s.set_nonblocking(true).unwrap();
+            let probe = matches!(s.peek(&mut [0u8; 1]), Ok(0));
+            s.set_nonblocking(false).unwrap();
+            if probe {
+                continue;
+            }
             s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
             s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
             let _ = tx.send(f(s));
+            return;
         }
     });
-    (addr, rx)
+    (addr, rx, Go(go_tx))
+}
+
+/// Lets a [`custom_upstream`] start accepting.
+struct Go(mpsc::Sender<()>);
+
+impl Go {
+    fn go(self) {
+        self.0.send(()).unwrap();
+    }
 }
 
 /// Send `payload` in random chunks on one thread while reading the echo on this one.
@@ -130,12 +154,13 @@ fn relays_random_payloads_byte_exact_on_200_connections(backend: &str) {
 }
 
 fn client_half_close_reaches_the_upstream_after_the_data(backend: &str) {
-    let (up, rx) = custom_upstream(|mut s| {
+    let (up, rx, go) = custom_upstream(|mut s| {
         let got = read_to_eof(&mut s); // EOF must come after all the data
         s.write_all(format!("got {}", got.len()).as_bytes()).unwrap();
         got
     });
     let px = proxy_to(backend, &[up], &[]);
+    go.go();
     let mut c = px.connect();
     let data = Rng::new(3).bytes(500_000);
     write_and_shutdown(&mut c, &data);
@@ -145,12 +170,13 @@ fn client_half_close_reaches_the_upstream_after_the_data(backend: &str) {
 }
 
 fn upstream_half_close_reaches_the_client_while_the_client_keeps_sending(backend: &str) {
-    let (up, rx) = custom_upstream(|mut s| {
+    let (up, rx, go) = custom_upstream(|mut s| {
         s.write_all(b"greeting").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         read_to_eof(&mut s)
     });
     let px = proxy_to(backend, &[up], &[]);
+    go.go();
     let mut c = px.connect();
     let mut greet = Vec::new();
     c.read_to_end(&mut greet).unwrap();
@@ -181,13 +207,14 @@ fn wait_closed(s: &mut TcpStream) -> Result<(), String> {
 
 fn client_reset_closes_the_upstream(backend: &str) {
     let (read_tx, read_rx) = mpsc::channel();
-    let (up, rx) = custom_upstream(move |mut s| {
+    let (up, rx, go) = custom_upstream(move |mut s| {
         let mut first = [0u8; 5];
         s.read_exact(&mut first).unwrap();
         let _ = read_tx.send(());
         wait_closed(&mut s)
     });
     let px = proxy_to(backend, &[up], &[]);
+    go.go();
     let mut c = px.connect();
     c.write_all(b"hello").unwrap();
     // Reset only once the upstream has the data (else the reset may discard it in the proxy).
@@ -199,12 +226,13 @@ fn client_reset_closes_the_upstream(backend: &str) {
 }
 
 fn upstream_reset_closes_the_client(backend: &str) {
-    let (up, _rx) = custom_upstream(|mut s| {
+    let (up, _rx, go) = custom_upstream(|mut s| {
         let mut first = [0u8; 5];
         s.read_exact(&mut first).unwrap();
         set_linger_zero(&s);
     });
     let px = proxy_to(backend, &[up], &[]);
+    go.go();
     let mut c = px.connect();
     c.write_all(b"hello").unwrap();
     let mut buf = [0u8; 16];
@@ -269,11 +297,12 @@ fn flood(s: &mut TcpStream) -> usize {
 fn flood_bound(backend: &str, client_floods: bool) {
     // An upstream that either floods us or never reads; its socket comes back through the
     // channel (and stays open until the test ends).
-    let (up, rx) = custom_upstream(move |mut s| {
+    let (up, rx, go) = custom_upstream(move |mut s| {
         let sent = if client_floods { 0 } else { flood(&mut s) };
         (s, sent)
     });
     let px = proxy_to(backend, &[up], &[]);
+    go.go();
     let base = rss_kib(px.pid());
     let mut c = px.connect();
     let mut upstream = None;
@@ -301,11 +330,12 @@ fn fast_client_slow_upstream_stays_bounded(backend: &str) {
 fn silent_upstream_is_bounded_by_the_idle_timeout(backend: &str) {
     // The upstream holds its socket open, silent, until the test ends.
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let (up, _rx) = custom_upstream(move |s| {
+    let (up, _rx, go) = custom_upstream(move |s| {
         let _ = done_rx.recv_timeout(Duration::from_secs(120));
         s
     });
     let px = proxy_to(backend, &[up], &["--idle-timeout", "300ms"]);
+    go.go();
     let mut c = px.connect();
     c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     // Only the idle timeout can close the client within the read timeout (IO_TIMEOUT).

@@ -241,13 +241,20 @@ fn errors_for_people() {
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = blocker.local_addr().unwrap().to_string();
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        (vec!["serve", "--listen", &taken, "--no-pin"], 1, "address already in use"),
+        (vec!["serve", "--listen", &taken, "--no-pin"], 1, "another process already listens there"),
         (vec!["serve", "--listen", "not-an-address"], 2, "invalid"),
         (vec!["serve", "--backend", "kqueue"], 2, "available: epoll, uring, poll, select, epoll-lt, epoll-et"),
-        (vec!["serve", "--workers", "0", "--listen", "127.0.0.1:0"], 1, "--workers"),
+        (vec!["serve", "--workers", "0", "--listen", "127.0.0.1:0"], 2, "--workers"),
         (vec!["serve", "--idle-timeout", "soon"], 2, "invalid duration"),
-        (vec!["serve", "--mode", "proxy", "--listen", "127.0.0.1:0"], 1, "--upstream"),
-        (vec!["serve", "--uring-bufs", "1000"], 1, "power of two"),
+        (vec!["serve", "--mode", "proxy", "--listen", "127.0.0.1:0"], 2, "--upstream"),
+        (vec!["serve", "--uring-bufs", "1000"], 2, "power of two"),
+        (vec!["serve", "--mode", "echo", "--header-timeout", "5s"], 2, "applies to --mode http"),
+        (
+            vec!["serve", "--mode", "proxy", "--upstream", "127.0.0.1:1", "--splice", "--backend", "epoll-et"],
+            2,
+            "splice needs --backend epoll",
+        ),
+        (vec!["serve", "--max-body", "lots", "--mode", "http"], 2, "invalid size"),
     ];
     for (args, code, needle) in cases {
         let (got, err) = run_cli(&args);

@@ -98,7 +98,7 @@ fn sampler(
         while !stop.load(Ordering::Relaxed) {
             let at = now_s();
             if let (Ok(cpu), Ok((user, sys))) = (procs::cpu_total(pid), procs::cpu_times(pid)) {
-                let syscalls = metrics.and_then(|m| procs::scrape_counter(m, "syscalls").ok());
+                let syscalls = metrics.and_then(|m| procs::scrape_counter(m, "syscalls_total").ok());
                 let rss_kib = procs::rss_kib(pid).unwrap_or(0);
                 let core = core.and_then(|c| cpustat::read(c).ok());
                 out.push(Sample { at, cpu, user, sys, syscalls, rss_kib, core });

@@ -1,20 +1,28 @@
 //! ringpoll's thread-per-core server.
 //!
 //! [`Server::start`] spawns one worker per core. Each worker pins itself, binds its own
-//! SO_REUSEPORT listener and runs its own event loop: the generic readiness loop
-//! ([`readiness`]) over select, poll or one of the epoll variants, or the completion loop
-//! ([`uring`]). Workers share nothing mutable but their cache-padded counters.
+//! SO_REUSEPORT listener for every configured listener (or takes over the running server's
+//! sockets) and runs its own event loop: the generic readiness loop over select, poll or one
+//! of the epoll variants, or the completion loop over io_uring. Both loops only translate the
+//! answers of the connection lifecycles of `ringpoll-proto` (`lifecycle::stream::StreamConn`,
+//! `lifecycle::pair::ProxyPair`) into system calls or ring operations. Workers share nothing
+//! mutable but their cache-padded counters and the upstream groups' health boards.
 //!
 //! System calls, pollers and the io_uring ring come from `ringpoll-sys`, the one crate that
 //! handles raw pointers (docs/ARCHITECTURE.md); this crate is safe code only.
 #![forbid(unsafe_code)]
 
+pub mod accesslog;
 pub mod clock;
 pub mod config;
+mod ctx;
+pub mod health;
 pub mod metrics;
-pub mod readiness;
+mod readiness;
+pub mod serve;
 pub mod stats;
-pub mod uring;
+pub mod takeover;
+mod uring;
 mod worker;
 
 use std::net::SocketAddr;
@@ -23,8 +31,10 @@ use std::time::{Duration, Instant};
 use ringpoll_sys::socket;
 
 pub use config::{Backend, Config, Mode, UringConfig};
+pub use ctx::Shutdown;
+pub use ringpoll_proto::CloseReason;
 pub use stats::Counters;
-pub use worker::{Server, Shutdown};
+pub use worker::Server;
 
 /// Why the server could not start or a worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +47,12 @@ pub enum ServeError {
     Worker { worker: usize, source: std::io::Error },
     #[error("{0}")]
     Setup(String),
+    /// A bad setting (flags, file, or a combination): exit status 2.
     #[error("{0}")]
     Config(String),
+    /// Another process listens on the address (exit status 1).
+    #[error("cannot listen on {addr}: another process already listens there (stop it, or start with --takeover if it is a ringpoll)")]
+    PortTaken { addr: SocketAddr },
     #[error("worker {0} panicked")]
     Panic(usize),
 }
@@ -49,31 +63,6 @@ fn bind_hint(e: &std::io::Error) -> String {
         std::io::ErrorKind::AddrNotAvailable => "address not available on this host".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".into(),
         _ => e.to_string(),
-    }
-}
-
-/// Why a connection was closed (each reason has its own counter).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// EOF from the peer or a protocol-requested close, after everything was flushed.
-    Normal,
-    /// Reset, broken pipe, socket error.
-    Error,
-    /// `--idle-timeout` expired.
-    Idle,
-    /// The shutdown deadline passed with work pending.
-    Shutdown,
-}
-
-impl CloseReason {
-    pub fn count(self, c: &mut Counters) {
-        c.closed += 1;
-        match self {
-            CloseReason::Normal => c.closed_normal += 1,
-            CloseReason::Error => c.closed_error += 1,
-            CloseReason::Idle => c.closed_idle += 1,
-            CloseReason::Shutdown => c.closed_shutdown += 1,
-        }
     }
 }
 
@@ -103,24 +92,6 @@ pub fn accept_failed(e: &std::io::Error, stats: &mut Counters, log: &mut RateLim
     Some(now + ACCEPT_BACKOFF)
 }
 
-/// What the periodic sweep does with one connection, on every backend: a lingering close
-/// past its deadline ends normally; an open (or closing) connection silent for longer than the
-/// idle timeout is closed as idle.
-#[must_use]
-pub fn sweep_verdict(
-    linger_until: Option<Instant>,
-    open: bool,
-    last_active: Instant,
-    now: Instant,
-    idle_timeout: Option<Duration>,
-) -> Option<CloseReason> {
-    match linger_until {
-        Some(until) => (now >= until).then_some(CloseReason::Normal),
-        None => (open && idle_timeout.is_some_and(|t| now.saturating_duration_since(last_active) >= t))
-            .then_some(CloseReason::Idle),
-    }
-}
-
 /// Allows one log line per period (for errors that can repeat thousands of times a second).
 #[derive(Debug)]
 pub struct RateLimit {
@@ -148,19 +119,6 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sweep_closes_expired_lingerers_and_idle_connections_only() {
-        let t = Instant::now();
-        let idle = Some(Duration::from_secs(1));
-        let later = t + Duration::from_secs(2);
-        assert_eq!(sweep_verdict(Some(t), false, t, later, None), Some(CloseReason::Normal));
-        assert_eq!(sweep_verdict(Some(later), false, t, t, idle), None, "still lingering");
-        assert_eq!(sweep_verdict(None, true, t, later, idle), Some(CloseReason::Idle));
-        assert_eq!(sweep_verdict(None, true, t, later, None), None, "no idle timeout");
-        assert_eq!(sweep_verdict(None, false, t, later, idle), None, "not open");
-        assert_eq!(sweep_verdict(None, true, t, t + Duration::from_millis(10), idle), None);
-    }
 
     #[test]
     fn accept_failures_skip_or_back_off() {

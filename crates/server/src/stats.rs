@@ -1,49 +1,72 @@
 //! Per-worker counters.
 //!
-//! A worker counts in plain integers ([`Counters`]) and publishes a copy into its own
-//! cache-padded block of atomics ([`SharedCounters`]) once per loop iteration, with relaxed
-//! stores: no locked instruction and no shared cache line on the hot path.
+//! A worker counts in plain integers ([`Counters`]; the connection lifecycles count into its
+//! [`Stats`] part) and publishes a copy into its own cache-padded block of atomics
+//! ([`SharedCounters`]) once per loop iteration, with relaxed stores: no locked instruction and
+//! no shared cache line on the hot path. Per-upstream counters are published the same way
+//! ([`SharedUpstreams`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
+use ringpoll_proto::upstream::PeerStats;
+use ringpoll_proto::{CloseReason, Stats};
 
 macro_rules! counters {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
         /// Plain counters owned by one worker.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Counters {
+            /// What the connection lifecycles count (bytes, requests, pauses, closes by reason).
+            pub conn: Stats,
             $( $(#[$doc])* pub $name: u64, )*
         }
 
         /// The published copy of one worker's counters.
         #[derive(Debug, Default)]
         pub struct AtomicCounters {
-            $( pub $name: AtomicU64, )*
+            bytes_in: AtomicU64,
+            bytes_out: AtomicU64,
+            requests: AtomicU64,
+            backpressure_pauses: AtomicU64,
+            closed: [AtomicU64; CloseReason::COUNT],
+            $( $name: AtomicU64, )*
         }
 
         impl AtomicCounters {
             pub fn publish(&self, c: &Counters) {
+                self.bytes_in.store(c.conn.bytes_in, Relaxed);
+                self.bytes_out.store(c.conn.bytes_out, Relaxed);
+                self.requests.store(c.conn.requests, Relaxed);
+                self.backpressure_pauses.store(c.conn.backpressure_pauses, Relaxed);
+                for (a, v) in self.closed.iter().zip(c.conn.closed) {
+                    a.store(v, Relaxed);
+                }
                 $( self.$name.store(c.$name, Relaxed); )*
             }
 
             #[must_use]
             pub fn snapshot(&self) -> Counters {
-                Counters { $( $name: self.$name.load(Relaxed), )* }
+                let mut conn = Stats {
+                    bytes_in: self.bytes_in.load(Relaxed),
+                    bytes_out: self.bytes_out.load(Relaxed),
+                    requests: self.requests.load(Relaxed),
+                    backpressure_pauses: self.backpressure_pauses.load(Relaxed),
+                    ..Stats::default()
+                };
+                for (v, a) in conn.closed.iter_mut().zip(&self.closed) {
+                    *v = a.load(Relaxed);
+                }
+                Counters { conn, $( $name: self.$name.load(Relaxed), )* }
             }
         }
 
         impl Counters {
-            /// `(name, value)` pairs, for the metrics endpoint.
-            #[must_use]
-            pub fn fields(&self) -> Vec<(&'static str, u64)> {
-                vec![ $( (stringify!($name), self.$name), )* ]
-            }
-
             #[must_use]
             pub fn sum(items: &[Counters]) -> Counters {
                 let mut t = Counters::default();
                 for c in items {
+                    t.conn.add(&c.conn);
                     $( t.$name += c.$name; )*
                 }
                 t
@@ -55,22 +78,6 @@ macro_rules! counters {
 counters! {
     /// Connections accepted.
     accepted,
-    /// Connections closed, for any reason.
-    closed,
-    /// Closed because the peer finished (EOF) or the protocol asked to close.
-    closed_normal,
-    /// Closed because of a socket error (reset, EPIPE, SO_ERROR).
-    closed_error,
-    /// Closed by the idle timeout.
-    closed_idle,
-    /// Closed by the shutdown deadline with work still pending.
-    closed_shutdown,
-    /// Bytes received from peers.
-    bytes_in,
-    /// Bytes sent to peers.
-    bytes_out,
-    /// Requests (HTTP) or messages (echo: reads that carried data, proxy: relayed reads).
-    requests,
     /// System calls made by the worker (counted by its sys layer).
     syscalls,
     /// Loop iterations (poller waits or ring enters).
@@ -79,8 +86,6 @@ counters! {
     accept_exhausted,
     /// Connections refused because their descriptor is beyond FD_SETSIZE (select).
     rejected_fd_setsize,
-    /// Times reading a connection was paused by the output high watermark.
-    backpressure_pauses,
     /// Upstream connects that failed or timed out (proxy).
     upstream_failures,
     /// io_uring: receive buffer ring ran dry (ENOBUFS) and the receive was re-armed.
@@ -89,6 +94,10 @@ counters! {
     uring_rearms,
     /// io_uring: zero-copy sends completed (`--uring-send-zc-min`).
     uring_zc_sends,
+    /// Gauge: echo and HTTP connections open now.
+    open_connections,
+    /// Gauge: proxy pairs open now.
+    open_pairs,
 }
 
 /// One worker's published counters on their own cache line(s).
@@ -98,41 +107,40 @@ impl Counters {
     /// System calls per request (0 when there were no requests).
     #[must_use]
     pub fn syscalls_per_request(&self) -> f64 {
-        if self.requests == 0 {
+        if self.conn.requests == 0 {
             0.0
         } else {
-            self.syscalls as f64 / self.requests as f64
+            self.syscalls as f64 / self.conn.requests as f64
         }
     }
 
     /// The one-line exit summary.
     #[must_use]
-    pub fn summary(&self, worker: usize, backend: &str) -> String {
-        format!(
-            "worker {worker} ({backend}): accepted {} closed {} (normal {} error {} idle {} shutdown {}) \
-             bytes in {} out {} requests {} syscalls {} ({:.2}/request) wakeups {}{}",
+    pub fn summary(&self, worker: &str, backend: &str) -> String {
+        let c = &self.conn;
+        let mut closes = String::new();
+        for r in CloseReason::ALL {
+            let n = c.closed_by(r);
+            if n > 0 || matches!(r, CloseReason::Normal | CloseReason::Error) {
+                closes.push_str(&format!("{}{} {n}", if closes.is_empty() { "" } else { " " }, r.name()));
+            }
+        }
+        let mut s = format!(
+            "{worker} ({backend}): accepted {} closed {} ({closes}) bytes in {} out {} requests {} syscalls {} \
+             ({:.2}/request) wakeups {}",
             self.accepted,
-            self.closed,
-            self.closed_normal,
-            self.closed_error,
-            self.closed_idle,
-            self.closed_shutdown,
-            self.bytes_in,
-            self.bytes_out,
-            self.requests,
+            c.closed_total(),
+            c.bytes_in,
+            c.bytes_out,
+            c.requests,
             self.syscalls,
             self.syscalls_per_request(),
             self.wakeups,
-            self.extras(),
-        )
-    }
-
-    fn extras(&self) -> String {
-        let mut s = String::new();
+        );
         for (name, v) in [
             ("accept_exhausted", self.accept_exhausted),
             ("rejected_fd_setsize", self.rejected_fd_setsize),
-            ("backpressure_pauses", self.backpressure_pauses),
+            ("backpressure_pauses", c.backpressure_pauses),
             ("upstream_failures", self.upstream_failures),
             ("uring_enobufs", self.uring_enobufs),
             ("uring_rearms", self.uring_rearms),
@@ -146,18 +154,72 @@ impl Counters {
     }
 }
 
+/// One upstream's published counters (one worker's view).
+#[derive(Debug, Default)]
+pub struct AtomicPeer {
+    open: AtomicU64,
+    total: AtomicU64,
+    failures: AtomicU64,
+    bytes_to: AtomicU64,
+    bytes_from: AtomicU64,
+    /// 1 when the worker considers it usable (active and passive health).
+    up: AtomicU64,
+}
+
+/// One worker's published per-upstream counters, indexed by group then upstream.
+#[derive(Debug, Default)]
+pub struct SharedUpstreams {
+    pub groups: Vec<Vec<AtomicPeer>>,
+}
+
+impl SharedUpstreams {
+    #[must_use]
+    pub fn new(sizes: &[usize]) -> Self {
+        Self { groups: sizes.iter().map(|&n| (0..n).map(|_| AtomicPeer::default()).collect()).collect() }
+    }
+
+    pub fn publish(&self, group: usize, upstream: usize, s: &PeerStats, up: bool) {
+        if let Some(p) = self.groups.get(group).and_then(|g| g.get(upstream)) {
+            p.open.store(s.open, Relaxed);
+            p.total.store(s.total, Relaxed);
+            p.failures.store(s.failures, Relaxed);
+            p.bytes_to.store(s.bytes_to, Relaxed);
+            p.bytes_from.store(s.bytes_from, Relaxed);
+            p.up.store(u64::from(up), Relaxed);
+        }
+    }
+
+    /// (stats, up) of one upstream.
+    #[must_use]
+    pub fn snapshot(&self, group: usize, upstream: usize) -> (PeerStats, bool) {
+        self.groups.get(group).and_then(|g| g.get(upstream)).map_or((PeerStats::default(), false), |p| {
+            let s = PeerStats {
+                open: p.open.load(Relaxed),
+                total: p.total.load(Relaxed),
+                failures: p.failures.load(Relaxed),
+                bytes_to: p.bytes_to.load(Relaxed),
+                bytes_from: p.bytes_from.load(Relaxed),
+            };
+            (s, p.up.load(Relaxed) == 1)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn publish_and_snapshot_round_trip() {
-        let c = Counters { accepted: 3, requests: 10, syscalls: 25, ..Counters::default() };
+        let mut c = Counters { accepted: 3, syscalls: 25, ..Counters::default() };
+        c.conn.requests = 10;
+        c.conn.count_close(CloseReason::HeaderTimeout);
         let shared = SharedCounters::default();
         shared.publish(&c);
         assert_eq!(shared.snapshot(), c);
         assert!((c.syscalls_per_request() - 2.5).abs() < 1e-9);
-        assert_eq!(Counters::sum(&[c, c]).requests, 20);
-        assert!(c.summary(0, "epoll").contains("2.50/request"));
+        assert_eq!(Counters::sum(&[c, c]).conn.requests, 20);
+        let s = c.summary("worker 0", "epoll");
+        assert!(s.contains("2.50/request") && s.contains("header_timeout 1"), "{s}");
     }
 }

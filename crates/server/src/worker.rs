@@ -1,124 +1,150 @@
-//! Spawning, pinning and joining the per-core workers.
+//! Starting, pinning and joining the per-core workers, and where their listening sockets come
+//! from: bound by each worker in its own thread (SO_REUSEPORT, after checking that no other
+//! process listens on the address), or taken over from the server this one replaces.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use ringpoll_proto::{echo::Echo, http::Http1};
-use tracing::warn;
-
-use crate::config::{Backend, Config, Mode};
-use crate::readiness::{self, proxy::Proxies, stream::Streams};
-use crate::stats::{Counters, SharedCounters};
-use crate::ServeError;
+use ringpoll_proto::upstream::HealthBoard;
 use ringpoll_sys::eventfd::EventFd;
 use ringpoll_sys::poller::epoll::{Epoll, EpollEt, EpollLt};
 use ringpoll_sys::poller::poll::Poll;
 use ringpoll_sys::poller::select::Select;
-use ringpoll_sys::poller::Poller;
-use ringpoll_sys::socket::ListenerConfig;
+use ringpoll_sys::socket::{self, ListenerConfig};
+use tracing::warn;
 
-/// Asks every worker to stop: the flag, then a wake-up on each worker's eventfd.
-#[derive(Debug)]
-pub struct Shutdown {
-    flag: AtomicBool,
-    wakers: Vec<Arc<EventFd>>,
-}
+use crate::accesslog::{self, AccessLog};
+use crate::config::{Backend, Config, Mode};
+use crate::ctx::{BackendError, ListenSocket, Shutdown, WorkerCtx};
+use crate::health::{self, CheckedGroup, Checker};
+use crate::metrics;
+use crate::stats::{Counters, SharedCounters, SharedUpstreams};
+use crate::takeover::Inherited;
+use crate::ServeError;
 
-impl Shutdown {
-    #[must_use]
-    pub fn requested(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
-    /// Start a graceful shutdown of every worker (idempotent).
-    pub fn trigger(&self) {
-        self.flag.store(true, Ordering::Release);
-        for w in &self.wakers {
-            if let Err(e) = w.notify() {
-                warn!("waking a worker for shutdown: {e}");
-            }
-        }
-    }
-}
-
-/// What a worker thread is given.
-pub(crate) struct WorkerCtx {
-    pub index: usize,
-    pub cfg: Config,
-    pub listener: TcpListener,
-    pub waker: Arc<EventFd>,
-    pub shutdown: Arc<Shutdown>,
-    pub counters: Arc<SharedCounters>,
-    ready: Option<mpsc::Sender<Result<SocketAddr, ServeError>>>,
-}
-
-impl WorkerCtx {
-    /// The backend is set up: report the listening address to `Server::start`.
-    pub fn ready(&mut self) {
-        if let Some(tx) = self.ready.take() {
-            let addr = self.listener.local_addr().map_err(|e| ServeError::Worker { worker: self.index, source: e });
-            let _ = tx.send(addr);
-        }
-    }
+/// Where one listening socket of a worker comes from.
+enum Source {
+    Inherited(TcpListener),
+    Bind(SocketAddr),
 }
 
 /// A running server.
 pub struct Server {
-    local_addr: SocketAddr,
-    cfg: Config,
+    cfg: Arc<Config>,
+    /// The address each configured listener really listens on (port 0 resolved).
+    addrs: Vec<SocketAddr>,
+    pinned: bool,
     shutdown: Arc<Shutdown>,
     counters: Vec<Arc<SharedCounters>>,
+    upstreams: Vec<Arc<SharedUpstreams>>,
     handles: Vec<JoinHandle<Result<Counters, ServeError>>>,
+    /// A duplicate of every listening socket, to hand over to a successor.
+    offer: Vec<TcpListener>,
+    access_log: Option<(AccessLog, JoinHandle<()>)>,
+    _checker: Option<Checker>,
 }
 
 impl Server {
-    /// Spawn the workers; returns once every worker listens (or the first failure).
-    pub fn start(cfg: Config) -> Result<Self, ServeError> {
-        let mut cfg = cfg;
-        if cfg.workers == 0 {
-            return Err(ServeError::Config("--workers must be at least 1".into()));
-        }
-        if cfg.mode == Mode::Proxy && cfg.upstreams.is_empty() {
-            return Err(ServeError::Config("--mode proxy needs at least one --upstream HOST:PORT".into()));
-        }
+    /// Check the configuration, start the workers; returns once every worker listens (or the
+    /// first failure). `inherited`: the sockets of the server this one takes over from.
+    pub fn start(cfg: Config, mut inherited: Option<&mut Inherited>) -> Result<Self, ServeError> {
+        cfg.validate().map_err(ServeError::Config)?;
+        let cfg = Arc::new(cfg);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        if cfg.pin && cores.len() < cfg.workers {
+        let pinned = cfg.will_pin(cores.len());
+        if cfg.pin && !pinned {
             warn!(
                 "{} workers but only {} usable core(s): not pinning (use --workers {} or --no-pin)",
                 cfg.workers,
                 cores.len(),
                 cores.len()
             );
-            cfg.pin = false;
         }
+
+        // Port ownership: only this process's workers share a port, unless it was handed over.
+        for l in &cfg.listeners {
+            let handed = inherited.as_ref().is_some_and(|i| i.listeners.contains_key(&l.listen));
+            if l.listen.port() != 0 && !handed {
+                match socket::someone_listens(l.listen) {
+                    Ok(true) => return Err(ServeError::PortTaken { addr: l.listen }),
+                    Ok(false) => {}
+                    Err(source) => return Err(ServeError::Bind { addr: l.listen, source }),
+                }
+            }
+        }
+
+        let access_log = match &cfg.access_log {
+            Some(a) => {
+                Some(accesslog::start(&a.path, a.format).map_err(|e| ServeError::Setup(format!("--access-log: {e}")))?)
+            }
+            None => None,
+        };
+        let boards: Vec<Arc<HealthBoard>> =
+            cfg.groups.iter().map(|g| Arc::new(HealthBoard::new(g.upstreams.len()))).collect();
+        let checker = start_health(&cfg, &boards)?;
+
         let wakers = (0..cfg.workers)
             .map(|_| EventFd::new().map(Arc::new))
             .collect::<io::Result<Vec<_>>>()
             .map_err(|e| ServeError::Setup(format!("creating wake-up eventfds: {e}")))?;
-        let shutdown = Arc::new(Shutdown { flag: AtomicBool::new(false), wakers: wakers.clone() });
+        let shutdown = Arc::new(Shutdown::new(wakers.clone()));
         let counters: Vec<_> = (0..cfg.workers).map(|_| Arc::new(SharedCounters::default())).collect();
+        let sizes: Vec<usize> = cfg.groups.iter().map(|g| g.upstreams.len()).collect();
+        let upstreams: Vec<_> = (0..cfg.workers).map(|_| Arc::new(SharedUpstreams::new(&sizes))).collect();
         let mut server = Server {
-            local_addr: cfg.listen,
-            cfg,
+            cfg: cfg.clone(),
+            addrs: cfg.listeners.iter().map(|l| l.listen).collect(),
+            pinned,
             shutdown: shutdown.clone(),
             counters: counters.clone(),
+            upstreams: upstreams.clone(),
             handles: Vec::new(),
+            offer: Vec::new(),
+            access_log,
+            _checker: checker,
         };
 
-        let mut addr = cfg.listen;
-        for index in 0..cfg.workers {
+        // Inherited sockets: one per worker and listener; any beyond the worker count go to
+        // the workers in turn (a worker may serve several sockets of one listener).
+        let mut plans: Vec<Vec<(usize, Option<TcpListener>)>> = (0..cfg.workers).map(|_| Vec::new()).collect();
+        for (j, l) in cfg.listeners.iter().enumerate() {
+            let mut got = inherited.as_mut().map(|i| i.take_all(l.listen)).unwrap_or_default();
+            got.reverse();
+            for (i, plan) in plans.iter_mut().enumerate() {
+                plan.push((j, got.pop()));
+                let _ = i;
+            }
+            for (k, extra) in got.into_iter().enumerate() {
+                plans[k % cfg.workers].push((j, Some(extra)));
+            }
+        }
+
+        for (index, plan) in plans.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel();
-            let core = if cfg.pin { cores.get(index).copied() } else { None };
-            let waker = wakers[index].clone();
-            let shutdown = shutdown.clone();
-            let counters = counters[index].clone();
+            let sources: Vec<(usize, Source)> = plan
+                .into_iter()
+                .map(|(j, l)| (j, l.map_or(Source::Bind(server.addrs[j]), Source::Inherited)))
+                .collect();
+            let ctx = WorkerCtx {
+                index,
+                cfg: cfg.clone(),
+                sockets: Vec::new(),
+                waker: wakers[index].clone(),
+                shutdown: shutdown.clone(),
+                counters: counters[index].clone(),
+                upstreams: upstreams[index].clone(),
+                boards: boards.clone(),
+                access_log: server.access_log.as_ref().map(|(l, _)| l.clone()),
+                ready: Some(tx),
+            };
+            let core = if pinned { cores.get(index).copied() } else { None };
             let spawned = std::thread::Builder::new()
                 .name(format!("ringpoll-w{index}"))
-                .spawn(move || worker_main(index, cfg, addr, core, waker, shutdown, counters, tx));
+                .spawn(move || worker_main(ctx, sources, core));
             let handle = match spawned {
                 Ok(h) => h,
                 Err(e) => {
@@ -128,7 +154,16 @@ impl Server {
             };
             server.handles.push(handle);
             match rx.recv() {
-                Ok(Ok(bound)) => addr = bound,
+                Ok(Ok(dups)) => {
+                    for (k, d) in dups.into_iter().enumerate() {
+                        if index == 0 && k < server.addrs.len() {
+                            // Worker 0 binds first: with port 0 its port is everyone's.
+                            server.addrs[k] =
+                                d.local_addr().map_err(|e| ServeError::Worker { worker: 0, source: e })?;
+                        }
+                        server.offer.push(d);
+                    }
+                }
                 Ok(Err(e)) => {
                     server.stop_after_failed_start();
                     return Err(e);
@@ -146,7 +181,6 @@ impl Server {
                 }
             }
         }
-        server.local_addr = addr;
         Ok(server)
     }
 
@@ -157,14 +191,27 @@ impl Server {
         }
     }
 
+    /// The first listener's address (the real port when port 0 was asked).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.addrs[0]
+    }
+
+    /// Every listener's address, in configuration order.
+    #[must_use]
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Whether the workers are pinned to cores.
+    #[must_use]
+    pub fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// A handle that can start a graceful shutdown from another thread (signal handler).
@@ -173,17 +220,38 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Live counters of every worker (for the metrics endpoint).
+    /// Live counters of every worker.
     #[must_use]
     pub fn counters(&self) -> Vec<Arc<SharedCounters>> {
         self.counters.clone()
     }
 
+    /// What the metrics endpoint reports.
+    #[must_use]
+    pub fn metrics_source(&self) -> metrics::Source {
+        metrics::Source {
+            workers: self.counters.clone(),
+            upstreams: self.upstreams.clone(),
+            groups: self
+                .cfg
+                .groups
+                .iter()
+                .map(|g| (g.name.clone(), g.upstreams.iter().map(|u| u.addr).collect()))
+                .collect(),
+            access_log: self.access_log.as_ref().map(|(l, _)| l.clone()),
+        }
+    }
+
+    /// The listening sockets to hand over to a successor (`--takeover`).
+    pub fn take_offer(&mut self) -> Vec<TcpListener> {
+        std::mem::take(&mut self.offer)
+    }
+
     /// Wait for every worker to finish; returns their final counters.
-    pub fn join(self) -> Result<Vec<Counters>, ServeError> {
+    pub fn join(mut self) -> Result<Vec<Counters>, ServeError> {
         let mut out = Vec::new();
         let mut first_err = None;
-        for (i, h) in self.handles.into_iter().enumerate() {
+        for (i, h) in std::mem::take(&mut self.handles).into_iter().enumerate() {
             match h.join() {
                 Ok(Ok(c)) => out.push(c),
                 Ok(Err(e)) => {
@@ -196,6 +264,13 @@ impl Server {
                 }
             }
         }
+        if let Some((log, writer)) = self.access_log.take() {
+            if log.dropped() > 0 {
+                warn!("access log: {} line(s) dropped because the writer was behind", log.dropped());
+            }
+            drop(log);
+            let _ = writer.join();
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(out),
@@ -203,65 +278,80 @@ impl Server {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Probe every upstream group once (warn when none of a group's upstreams answers) and start
+/// the active checks.
+fn start_health(cfg: &Config, boards: &[Arc<HealthBoard>]) -> Result<Option<Checker>, ServeError> {
+    let used: Vec<usize> = cfg.listeners.iter().filter(|l| l.mode == Mode::Proxy).filter_map(|l| l.group).collect();
+    let probe: Vec<_> = cfg
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(g, _)| used.contains(g))
+        .map(|(g, grp)| {
+            let board = grp.active.is_some().then(|| boards[g].clone());
+            (grp.name.clone(), grp.upstreams.iter().map(|u| u.addr).collect(), board)
+        })
+        .collect();
+    health::startup_probe(&probe, Duration::from_secs(1));
+    let checked: Vec<CheckedGroup> = cfg
+        .groups
+        .iter()
+        .enumerate()
+        .filter_map(|(g, grp)| {
+            grp.active.map(|check| CheckedGroup {
+                name: grp.name.clone(),
+                upstreams: grp.upstreams.iter().map(|u| u.addr).collect(),
+                check,
+                board: boards[g].clone(),
+            })
+        })
+        .collect();
+    health::spawn(checked).map_err(|e| ServeError::Setup(format!("starting the health checker: {e}")))
+}
+
 fn worker_main(
-    index: usize,
-    cfg: Config,
-    addr: SocketAddr,
+    mut ctx: WorkerCtx,
+    sources: Vec<(usize, Source)>,
     core: Option<core_affinity::CoreId>,
-    waker: Arc<EventFd>,
-    shutdown: Arc<Shutdown>,
-    counters: Arc<SharedCounters>,
-    tx: mpsc::Sender<Result<SocketAddr, ServeError>>,
 ) -> Result<Counters, ServeError> {
+    let index = ctx.index;
     if let Some(core) = core {
         if !core_affinity::set_for_current(core) {
             warn!("worker {index}: could not pin to core {}", core.id);
         }
     }
-    let listener =
-        ListenerConfig::new().backlog(cfg.backlog).bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    let ctx = WorkerCtx { index, cfg, listener, waker, shutdown, counters, ready: Some(tx.clone()) };
+    let tx = ctx.ready.clone();
+    let fail = |e: ServeError| {
+        if let Some(tx) = &tx {
+            let _ = tx.send(Err(ServeError::Setup(e.to_string())));
+        }
+        e
+    };
+    for (listener, source) in sources {
+        let socket = match source {
+            Source::Inherited(l) => l,
+            Source::Bind(addr) => ListenerConfig::new()
+                .backlog(ctx.cfg.backlog)
+                .bind(addr)
+                .map_err(|source| fail(ServeError::Bind { addr, source }))?,
+        };
+        ctx.sockets.push(ListenSocket { socket, listener });
+    }
     let result = run_backend(ctx).map_err(|e| match e {
         BackendError::Io(source) => ServeError::Worker { worker: index, source },
         BackendError::Serve(e) => e,
     });
-    if let Err(e) = &result {
-        // Only read when start-up has not been reported yet.
-        let _ = tx.send(Err(ServeError::Setup(e.to_string())));
-    }
-    result
+    result.map_err(fail)
 }
 
-/// Errors a backend can end with.
-pub(crate) enum BackendError {
-    Io(io::Error),
-    Serve(ServeError),
-}
-
-impl From<io::Error> for BackendError {
-    fn from(e: io::Error) -> Self {
-        BackendError::Io(e)
-    }
-}
-
-/// The one place where the backend and protocol are chosen: everything below is static.
+/// The one place where the backend is chosen: everything below is static.
 fn run_backend(ctx: WorkerCtx) -> Result<Counters, BackendError> {
     match ctx.cfg.backend {
-        Backend::Epoll => run_readiness::<Epoll>(ctx),
-        Backend::EpollLt => run_readiness::<EpollLt>(ctx),
-        Backend::EpollEt => run_readiness::<EpollEt>(ctx),
-        Backend::Poll => run_readiness::<Poll>(ctx),
-        Backend::Select => run_readiness::<Select>(ctx),
+        Backend::Epoll => Ok(crate::readiness::run::<Epoll>(ctx)?),
+        Backend::EpollLt => Ok(crate::readiness::run::<EpollLt>(ctx)?),
+        Backend::EpollEt => Ok(crate::readiness::run::<EpollEt>(ctx)?),
+        Backend::Poll => Ok(crate::readiness::run::<Poll>(ctx)?),
+        Backend::Select => Ok(crate::readiness::run::<Select>(ctx)?),
         Backend::Uring => crate::uring::run(ctx),
     }
-}
-
-fn run_readiness<P: Poller>(ctx: WorkerCtx) -> Result<Counters, BackendError> {
-    let r = match ctx.cfg.mode {
-        Mode::Echo => readiness::run::<P, _>(ctx, Streams::<Echo>::new()),
-        Mode::Http => readiness::run::<P, _>(ctx, Streams::<Http1>::new()),
-        Mode::Proxy => readiness::run::<P, _>(ctx, Proxies::new()),
-    };
-    Ok(r?)
 }

@@ -14,7 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringpoll_server::{Backend, Config, Counters, Mode, Server};
+use ringpoll_proto::upstream::Upstream;
+use ringpoll_server::config::Group;
+use ringpoll_server::{Backend, CloseReason, Config, Counters, Mode, Server};
 use ringpoll_sys::testing::{uring_refused, REQUIRE_URING};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,7 +34,7 @@ fn config(mode: Mode) -> Config {
 /// failure when io_uring is required).
 fn start(cfg: Config) -> Option<Server> {
     let _ = ringpoll_sys::rlimit::raise_nofile_limit();
-    match Server::start(cfg) {
+    match Server::start(cfg, None) {
         Ok(s) => Some(s),
         Err(e) if e.to_string().contains("io_uring is not available") => {
             uring_refused(&e.to_string());
@@ -114,13 +116,13 @@ fn tiny_buffer_ring_echoes_every_byte() {
     let echoed = busy_echo(server.local_addr(), 500, 10, 6, 2000);
     // Every FIN read (a starved connection's FIN needs a re-arm too) before the shutdown
     // could close what is left without one.
-    let live = wait_counters(&server, "every connection closed", |c| c.closed == 500);
+    let live = wait_counters(&server, "every connection closed", |c| c.conn.closed_total() == 500);
     let c = stop(server);
     assert_eq!(echoed, 500 * 6 * 2000);
-    assert_eq!(c.bytes_in, echoed, "{c:?}");
-    assert_eq!(c.bytes_out, echoed, "{c:?}");
+    assert_eq!(c.conn.bytes_in, echoed, "{c:?}");
+    assert_eq!(c.conn.bytes_out, echoed, "{c:?}");
     assert_eq!(c.accepted, 500);
-    assert_eq!(c.closed, 500);
+    assert_eq!(c.conn.closed_total(), 500);
     assert!(live.uring_enobufs > 0, "8 buffers for 500 busy connections must run dry: {live:?}");
     assert!(c.uring_rearms >= c.uring_enobufs, "every ENOBUFS re-arms: {c:?}");
     eprintln!("enobufs {} rearms {} wakeups {}", c.uring_enobufs, c.uring_rearms, c.wakeups);
@@ -137,8 +139,8 @@ fn zero_copy_sends_echo_every_byte() {
     let big = busy_echo(server.local_addr(), 2, 2, 2, 4 << 20);
     let c = stop(server);
     assert_eq!(echoed, 200 * 5 * 20_000);
-    assert_eq!(c.bytes_out, echoed + big, "{c:?}");
-    assert_eq!(c.bytes_in, c.bytes_out, "{c:?}");
+    assert_eq!(c.conn.bytes_out, echoed + big, "{c:?}");
+    assert_eq!(c.conn.bytes_in, c.conn.bytes_out, "{c:?}");
     assert!(c.uring_zc_sends > 1000, "the sends went zero-copy: {c:?}");
 }
 
@@ -149,21 +151,22 @@ fn tiny_buffer_ring_proxy(zero_copy: bool) {
     let mut up_cfg = Config::new("127.0.0.1:0".parse().unwrap(), Mode::Echo, Backend::Epoll);
     up_cfg.workers = 1;
     up_cfg.pin = false;
-    let upstream = Server::start(up_cfg).expect("epoll echo upstream");
+    let upstream = Server::start(up_cfg, None).expect("epoll echo upstream");
     let mut cfg = config(Mode::Proxy);
-    cfg.upstreams = Box::leak(vec![upstream.local_addr()].into_boxed_slice());
+    cfg.groups = vec![Group::new("t", vec![Upstream { addr: upstream.local_addr(), weight: 1 }])];
+    cfg.listeners[0].group = Some(0);
     cfg.uring.buf_count = 8;
     cfg.uring.buf_size = 256;
     cfg.uring.zero_copy_relay = zero_copy;
     let Some(server) = start(cfg) else { return };
     let echoed = busy_echo(server.local_addr(), 200, 8, 5, 3000);
     assert_eq!(echoed, 200 * 5 * 3000);
-    let live = wait_counters(&server, "every pair closed", |c| c.closed == 200);
+    let live = wait_counters(&server, "every pair closed", |c| c.conn.closed_total() == 200);
     let c = stop(server);
     stop(upstream);
-    assert_eq!(c.bytes_in, 2 * echoed, "{c:?}");
-    assert_eq!(c.bytes_out, 2 * echoed, "{c:?}");
-    assert_eq!((c.accepted, c.closed_normal, c.upstream_failures), (200, 200, 0), "{c:?}");
+    assert_eq!(c.conn.bytes_in, 2 * echoed, "{c:?}");
+    assert_eq!(c.conn.bytes_out, 2 * echoed, "{c:?}");
+    assert_eq!((c.accepted, c.conn.closed_by(CloseReason::Normal), c.upstream_failures), (200, 200, 0), "{c:?}");
     assert!(live.uring_enobufs > 0, "8 buffers for 400 busy receives must run dry: {live:?}");
     eprintln!("zero-copy {zero_copy}: enobufs {} rearms {}", c.uring_enobufs, c.uring_rearms);
 }
@@ -186,8 +189,10 @@ fn tiny_queues_lose_nothing_and_do_not_spin() {
     let (conns, rounds) = (300, 10);
     let echoed = busy_echo(server.local_addr(), conns, 6, rounds, 700);
     assert_eq!(echoed, (conns * rounds * 700) as u64);
-    let busy = wait_counters(&server, "every connection closed", |c| c.bytes_out == echoed && c.closed == conns as u64);
-    assert_eq!(busy.bytes_in, echoed);
+    let busy = wait_counters(&server, "every connection closed", |c| {
+        c.conn.bytes_out == echoed && c.conn.closed_total() == conns as u64
+    });
+    assert_eq!(busy.conn.bytes_in, echoed);
     // Each message is a receive and a send, each connection an accept and a close; allow for
     // tiny batches, not for spinning.
     let events = (conns * (rounds + 2)) as u64;
@@ -202,7 +207,7 @@ fn tiny_queues_lose_nothing_and_do_not_spin() {
     let idle_wakeups = idle.wakeups - busy.wakeups;
     assert!(idle_wakeups <= 10 * ticks + 20, "{idle_wakeups} wakeups in {:?} with nothing to do", window.elapsed());
     let c = stop(server);
-    assert_eq!(c.closed, conns as u64);
+    assert_eq!(c.conn.closed_total(), conns as u64);
     eprintln!("wakeups {} rearms {} enobufs {}", c.wakeups, c.uring_rearms, c.uring_enobufs);
 }
 
@@ -243,21 +248,21 @@ fn fin_is_prompt_when_shutdown_closes_an_idle_connection() {
     server.shutdown_handle().trigger();
     assert!(read_to_eof(&mut s).is_empty());
     let c = server.join().expect("join")[0];
-    assert_eq!((c.closed, c.closed_normal), (1, 1), "{c:?}");
+    assert_eq!((c.conn.closed_total(), c.conn.closed_by(CloseReason::Normal)), (1, 1), "{c:?}");
 }
 
 #[test]
 fn fin_is_prompt_when_the_idle_timeout_closes() {
     let mut cfg = config(Mode::Echo);
-    cfg.idle_timeout = Some(Duration::from_millis(200));
+    cfg.listeners[0].stream.timeouts.idle = Some(Duration::from_millis(200));
     let Some(server) = start(cfg) else { return };
     let mut s = connect(server.local_addr());
     round_trip(&mut s);
     let reader = std::thread::spawn(move || read_to_eof(&mut s));
-    let closed = wait_counters(&server, "the idle close", |c| c.closed_idle == 1);
+    let closed = wait_counters(&server, "the idle close", |c| c.conn.closed_by(CloseReason::Idle) == 1);
     // The server runs until the FIN is in.
     assert!(reader.join().expect("the FIN arrives while the worker runs").is_empty());
-    assert_eq!(closed.closed, 1);
+    assert_eq!(closed.conn.closed_total(), 1);
     stop(server);
 }
 
@@ -274,14 +279,14 @@ fn fin_is_prompt_after_http_connection_close() {
     let text = String::from_utf8_lossy(&rest);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
     let c = stop(server);
-    assert_eq!(c.requests, 2, "{c:?}");
+    assert_eq!(c.conn.requests, 2, "{c:?}");
 }
 
 #[test]
 fn backpressure_pauses_and_resumes_reading() {
     let mut cfg = config(Mode::Echo);
-    cfg.watermarks.high = 64 * 1024;
-    cfg.watermarks.low = 16 * 1024;
+    cfg.listeners[0].stream.watermarks.high = 64 * 1024;
+    cfg.listeners[0].stream.watermarks.low = 16 * 1024;
     let Some(server) = start(cfg) else { return };
     // A small, fixed receive buffer (no autotuning) so that the kernel cannot absorb it all.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -298,16 +303,16 @@ fn backpressure_pauses_and_resumes_reading() {
     };
     // Read nothing: the server must stop reading rather than buffer it all. Wait for the
     // pause, then for reading to stop (a server that went on reading would read all 16 MiB).
-    wait_counters(&server, "a backpressure pause", |c| c.backpressure_pauses >= 1);
+    wait_counters(&server, "a backpressure pause", |c| c.conn.backpressure_pauses >= 1);
     let b = wait_reading_stopped(&server);
-    assert!(b.bytes_in < 12 << 20, "read {} bytes while the peer read nothing", b.bytes_in);
+    assert!(b.conn.bytes_in < 12 << 20, "read {} bytes while the peer read nothing", b.conn.bytes_in);
     let mut got = vec![0u8; data.len()];
     s.read_exact(&mut got).expect("echo back");
     assert!(got == *data, "bytes differ");
     writer.join().unwrap();
     let c = stop(server);
-    assert_eq!(c.bytes_out, data.len() as u64);
-    assert!(c.backpressure_pauses >= 2, "paused and resumed more than once over 16 MiB: {c:?}");
+    assert_eq!(c.conn.bytes_out, data.len() as u64);
+    assert!(c.conn.backpressure_pauses >= 2, "paused and resumed more than once over 16 MiB: {c:?}");
 }
 
 /// Wait (bounded) until the server's byte count stops moving for a tenth of a second.
@@ -317,7 +322,7 @@ fn wait_reading_stopped(server: &Server) -> Counters {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = snapshot(server);
-        if now.bytes_in == last.bytes_in {
+        if now.conn.bytes_in == last.conn.bytes_in {
             return now;
         }
         assert!(Instant::now() < end, "the server never stopped reading: {now:?}");
@@ -407,7 +412,7 @@ fn seccomp_child_entry() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    match Server::start(config(Mode::Echo)) {
+    match Server::start(config(Mode::Echo), None) {
         Ok(_) => std::process::exit(0),
         Err(e) => {
             eprintln!("ringpoll: error: {e}");

@@ -16,6 +16,7 @@ use std::cell::Cell;
 use std::io;
 
 pub mod eventfd;
+pub mod handover;
 pub mod pipe;
 pub mod poller;
 pub mod rlimit;

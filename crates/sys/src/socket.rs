@@ -52,6 +52,26 @@ impl ListenerConfig {
     }
 }
 
+/// Whether a socket already listens on `addr` (in any process): a probe bound without
+/// SO_REUSEPORT (with SO_REUSEADDR, so that connections in TIME_WAIT do not count) conflicts
+/// with a listening socket on that port, whoever owns it. Check before joining a
+/// SO_REUSEPORT group, which would otherwise silently share the port with another process of
+/// the same user.
+pub fn someone_listens(addr: SocketAddr) -> io::Result<bool> {
+    count_syscall();
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    count_syscall();
+    probe.set_reuse_address(true)?;
+    count_syscall();
+    let r = match probe.bind(&addr.into()) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(true),
+        Err(e) => Err(e),
+    };
+    close(probe)?;
+    r
+}
+
 /// Accept one connection as a non-blocking, close-on-exec stream; `Ok(None)` when the
 /// backlog is empty.
 pub fn accept(listener: &TcpListener) -> io::Result<Option<TcpStream>> {
@@ -129,6 +149,14 @@ pub fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
 pub fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
     count_syscall();
     stream.set_nodelay(true)
+}
+
+/// The peer's and our own address of a connected socket (getpeername + getsockname).
+pub fn addresses(stream: &TcpStream) -> io::Result<(SocketAddr, SocketAddr)> {
+    count_syscall();
+    let peer = stream.peer_addr()?;
+    count_syscall();
+    Ok((peer, stream.local_addr()?))
 }
 
 /// Read and clear the socket's pending error (SO_ERROR).

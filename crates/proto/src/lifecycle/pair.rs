@@ -166,6 +166,13 @@ impl ProxyPair {
         self.client
     }
 
+    /// The address the client connected to (the PROXY header's destination when one was
+    /// received).
+    #[must_use]
+    pub const fn local(&self) -> SocketAddr {
+        self.local
+    }
+
     #[must_use]
     pub const fn is_connecting(&self) -> bool {
         matches!(self.phase, Phase::Connecting(_))
@@ -419,19 +426,23 @@ impl ProxyPair {
     }
 
     /// Apply whatever deadline has passed at `now` (nothing if none has). A connect that timed
-    /// out is retried like a failed one.
-    pub fn on_timer(&mut self, now: Instant, cfg: &PairConfig, bal: &mut impl Balance) {
+    /// out is retried like a failed one; returns true in that case (for the caller's log).
+    pub fn on_timer(&mut self, now: Instant, cfg: &PairConfig, bal: &mut impl Balance) -> bool {
         if self.close_now.is_some() {
-            return;
+            return false;
         }
         let t = &cfg.timeouts;
         match self.phase {
             Phase::Header(_) if now >= self.started + t.proxy_header => self.abort(CloseReason::ProxyHeader),
-            Phase::Connecting(since) if now >= since + t.connect => self.on_connect_failed(now, cfg, bal),
+            Phase::Connecting(since) if now >= since + t.connect => {
+                self.on_connect_failed(now, cfg, bal);
+                return true;
+            }
             Phase::Relaying => {
                 if let (Some(h), Some(d)) = (self.half_since, t.half_close) {
                     if now >= h.max(self.last_active) + d {
-                        return self.abort(CloseReason::HalfCloseTimeout);
+                        self.abort(CloseReason::HalfCloseTimeout);
+                        return false;
                     }
                 }
                 if t.idle.is_some_and(|d| now >= self.last_active + d) {
@@ -440,5 +451,6 @@ impl ProxyPair {
             }
             _ => {}
         }
+        false
     }
 }

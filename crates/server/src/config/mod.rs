@@ -1,10 +1,20 @@
-//! The server's configuration: parsed once from the command line, then `Copy` into every
-//! worker. Nothing mutable is shared.
+//! The server's configuration: built once from the command line ([`flags`]) or a TOML file
+//! ([`file`]), checked once by [`Config::validate`] (the only place where combinations of
+//! settings are judged), then shared read-only by every worker.
 
-use std::net::SocketAddr;
+pub mod file;
+pub mod flags;
+
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use ringpoll_proto::buf::Watermarks;
+use ringpoll_proto::lifecycle::pair::PairConfig;
+use ringpoll_proto::lifecycle::stream::StreamConfig;
+use ringpoll_proto::upstream::{Passive, Strategy, Upstream};
+
+use crate::accesslog::Format;
+use crate::health::ActiveCheck;
 
 /// I/O backend of a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +62,7 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// What the server speaks.
+/// What a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Echo,
@@ -61,6 +71,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Echo, Mode::Http, Mode::Proxy];
+
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -68,6 +80,10 @@ impl Mode {
             Mode::Http => "http",
             Mode::Proxy => "proxy",
         }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| format!("unknown mode '{s}' (echo, http, proxy)"))
     }
 }
 
@@ -85,13 +101,8 @@ pub struct UringConfig {
     /// rate it takes 7-11% less server CPU per round trip at 16 KiB and the same at 64 B
     /// (`bench-scripts/uring-relay-ab.py`).
     pub zero_copy_relay: bool,
-    /// Sends of at least this many bytes use IORING_OP_SEND_ZC, which pins the pages instead
-    /// of copying them into the socket (0: never, the default). Off because it does not pay on
-    /// loopback (`bench-scripts/uring-send-zc-ab.py`, echo at a fixed rate, 1 worker on CPU 0):
-    /// 16 KiB at 40k/s cost 19.98 µs of server CPU per round trip against 17.95 µs with plain
-    /// sends; at 256 KiB it sustained 1042 of 2500 requested round trips/s (the notification
-    /// that frees the buffer waits until the peer has read the data, and a connection has one
-    /// send in flight), at 297.8 µs against 229.6 µs.
+    /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never, the default; it
+    /// does not pay on loopback, `bench-scripts/uring-send-zc-ab.py`).
     pub send_zc_min: usize,
 }
 
@@ -101,21 +112,75 @@ impl Default for UringConfig {
     }
 }
 
-/// Everything a worker needs to know.
-#[derive(Clone, Copy, Debug)]
-pub struct Config {
+/// One listening address and what it serves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
     pub listen: SocketAddr,
     pub mode: Mode,
+    /// Echo and HTTP connections.
+    pub stream: StreamConfig,
+    /// Proxy pairs.
+    pub pair: PairConfig,
+    /// Proxy: the upstream group (index into [`Config::groups`]).
+    pub group: Option<usize>,
+    /// Proxy on epoll: relay through splice(2) and a pipe per direction.
+    pub splice: bool,
+}
+
+impl Listener {
+    /// A listener with the defaults of its mode.
+    #[must_use]
+    pub fn new(listen: SocketAddr, mode: Mode) -> Self {
+        let stream = match mode {
+            Mode::Http => StreamConfig::http(),
+            Mode::Echo | Mode::Proxy => StreamConfig::echo(),
+        };
+        Self { listen, mode, stream, pair: PairConfig::default(), group: None, splice: false }
+    }
+}
+
+/// An upstream group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub upstreams: Vec<Upstream>,
+    pub strategy: Strategy,
+    pub passive: Passive,
+    pub active: Option<ActiveCheck>,
+}
+
+impl Group {
+    #[must_use]
+    pub fn new(name: &str, upstreams: Vec<Upstream>) -> Self {
+        Self {
+            name: name.to_string(),
+            upstreams,
+            strategy: Strategy::RoundRobin,
+            passive: Passive::default(),
+            active: None,
+        }
+    }
+}
+
+/// Where the proxy's access log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// A file path, or `-` for stderr.
+    pub path: String,
+    pub format: Format,
+}
+
+/// Everything the server runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub groups: Vec<Group>,
     pub backend: Backend,
     pub workers: usize,
     pub pin: bool,
     /// Per worker; beyond it the worker stops accepting until a connection closes.
     pub max_conns: usize,
-    pub idle_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub upstreams: &'static [SocketAddr],
-    pub watermarks: Watermarks,
     /// Accepts per listener wake-up (fairness to established connections).
     pub accept_budget: u32,
     /// recv calls per connection event (fairness between connections).
@@ -123,46 +188,205 @@ pub struct Config {
     /// Per-worker receive scratch buffer for the readiness loops.
     pub read_buf: usize,
     pub backlog: i32,
-    pub splice: bool,
     pub uring: UringConfig,
     pub metrics: Option<SocketAddr>,
+    pub access_log: Option<AccessLogConfig>,
+    /// Take the listening sockets over from a running ringpoll on the same addresses.
+    pub takeover: bool,
 }
 
+/// Largest upstream weight (each unit is 160 points on a hash ring).
+pub const MAX_WEIGHT: u32 = 1000;
+
 impl Config {
-    /// Defaults for everything but the address, mode and backend.
+    /// One listener with the defaults of its mode; everything else default.
     #[must_use]
     pub fn new(listen: SocketAddr, mode: Mode, backend: Backend) -> Self {
         Self {
-            listen,
-            mode,
+            listeners: vec![Listener::new(listen, mode)],
+            groups: Vec::new(),
             backend,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             pin: true,
             max_conns: 100_000,
-            idle_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(3),
-            upstreams: &[],
-            watermarks: Watermarks::default(),
             accept_budget: 64,
             read_budget: 16,
             read_buf: 64 * 1024,
             backlog: 4096,
-            splice: false,
             uring: UringConfig::default(),
             metrics: None,
+            access_log: None,
+            takeover: false,
         }
     }
+
+    /// The single place where settings are judged together. Errors are one line each.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("nothing to listen on".into());
+        }
+        if self.workers == 0 || self.workers > 4096 {
+            return Err(format!("workers must be between 1 and 4096 (got {})", self.workers));
+        }
+        if self.max_conns == 0 {
+            return Err("max-conns must be at least 1".into());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let at = format!("listener {}", l.listen);
+            if l.listen.port() != 0 && self.listeners[..i].iter().any(|o| o.listen == l.listen) {
+                return Err(format!("{at}: listed twice"));
+            }
+            check_watermarks(&at, l.mode, &l.stream.watermarks, &l.pair.watermarks)?;
+            match (l.mode, l.group) {
+                (Mode::Proxy, None) => return Err(format!("{at}: proxy mode needs upstreams")),
+                (Mode::Proxy, Some(g)) if g >= self.groups.len() => return Err(format!("{at}: no upstream group {g}")),
+                (Mode::Echo | Mode::Http, Some(_)) => {
+                    return Err(format!("{at}: upstreams only apply to proxy mode (this is {})", l.mode.name()));
+                }
+                _ => {}
+            }
+            if l.mode != Mode::Proxy && (l.pair.accept_proxy || l.splice) {
+                return Err(format!("{at}: accept-proxy and splice only apply to proxy mode"));
+            }
+            if l.splice && self.backend != Backend::Epoll {
+                // epoll-et would busy-loop on an idle spliced pair; the others have no splice path.
+                return Err(format!("{at}: splice needs --backend epoll (got {})", self.backend));
+            }
+            if l.pair.timeouts.connect.is_zero() {
+                return Err(format!("{at}: connect-timeout must be above 0"));
+            }
+        }
+        for g in &self.groups {
+            if g.upstreams.is_empty() {
+                return Err(format!("upstream group {}: no upstreams", g.name));
+            }
+            if let Some(u) = g.upstreams.iter().find(|u| u.weight == 0 || u.weight > MAX_WEIGHT) {
+                return Err(format!("upstream {}: weight must be between 1 and {MAX_WEIGHT}", u.addr));
+            }
+            if let Some(a) = &g.active {
+                if a.interval.is_zero() || a.rise == 0 || a.fall == 0 || a.timeout.is_zero() {
+                    return Err(format!(
+                        "upstream group {}: health checks need an interval above 0 and rise, fall of at least 1",
+                        g.name
+                    ));
+                }
+            }
+        }
+        if let Some(log) = &self.access_log {
+            if !self.listeners.iter().any(|l| l.mode == Mode::Proxy) {
+                return Err(format!("access log {}: it records proxy pairs, and no listener is a proxy", log.path));
+            }
+        }
+        let u = &self.uring;
+        if !u.buf_count.is_power_of_two() || u.buf_count > 32768 {
+            return Err(format!("uring-bufs must be a power of two between 1 and 32768 (got {})", u.buf_count));
+        }
+        if !(64..=1 << 30).contains(&u.buf_size) {
+            return Err(format!("uring-buf-size must be between 64 B and 1 GiB (got {})", u.buf_size));
+        }
+        if !(8..=32768).contains(&u.sq_entries) {
+            return Err(format!("uring-sq-entries must be between 8 and 32768 (got {})", u.sq_entries));
+        }
+        Ok(())
+    }
+
+    /// How many usable cores pinning can spread workers over, and whether it will.
+    #[must_use]
+    pub fn will_pin(&self, cores: usize) -> bool {
+        self.pin && cores >= self.workers
+    }
+}
+
+fn check_watermarks(at: &str, mode: Mode, stream: &Watermarks, pair: &Watermarks) -> Result<(), String> {
+    let w = if mode == Mode::Proxy { pair } else { stream };
+    if w.high == 0 || w.low > w.high {
+        return Err(format!("{at}: low-watermark must not exceed high-watermark (and high must be above 0)"));
+    }
+    Ok(())
+}
+
+/// Resolve `HOST:PORT` (a name or an address) to its first address.
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("'{s}': {e} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+/// `HOST:PORT[@WEIGHT]`.
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let (addr, weight) = match s.rsplit_once('@') {
+        Some((a, w)) => {
+            let w: u32 = w.trim().parse().map_err(|_| format!("'{s}': the weight after @ must be a number"))?;
+            (a, w)
+        }
+        None => (s, 1),
+    };
+    if weight == 0 || weight > MAX_WEIGHT {
+        return Err(format!("'{s}': weight must be between 1 and {MAX_WEIGHT}"));
+    }
+    Ok(Upstream { addr: resolve(addr)?, weight })
+}
+
+/// The deadline defaults of a mode, with `0` meaning off.
+#[must_use]
+pub fn off_if_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn proxy_config() -> Config {
+        let mut c = Config::new("127.0.0.1:0".parse().unwrap(), Mode::Proxy, Backend::Epoll);
+        c.groups.push(Group::new("default", vec![parse_upstream("127.0.0.1:9@2").unwrap()]));
+        c.listeners[0].group = Some(0);
+        c
+    }
+
     #[test]
     fn unknown_backends_list_the_available_ones() {
         let e = Backend::parse("kqueue").unwrap_err();
         assert!(e.contains("epoll") && e.contains("uring") && e.contains("select"), "{e}");
         assert_eq!(Backend::parse("epoll-lt"), Ok(Backend::EpollLt));
+    }
+
+    #[test]
+    fn validation_judges_combinations() {
+        assert_eq!(proxy_config().validate(), Ok(()));
+        let mut c = proxy_config();
+        c.listeners[0].group = None;
+        assert!(c.validate().unwrap_err().contains("needs upstreams"));
+        let mut c = proxy_config();
+        c.listeners[0].splice = true;
+        c.backend = Backend::EpollEt;
+        assert!(c.validate().unwrap_err().contains("splice needs --backend epoll"));
+        c.backend = Backend::Epoll;
+        assert_eq!(c.validate(), Ok(()));
+        let mut c = Config::new("127.0.0.1:0".parse().unwrap(), Mode::Echo, Backend::Epoll);
+        c.workers = 0;
+        assert!(c.validate().unwrap_err().contains("workers"));
+        c.workers = 1;
+        c.listeners[0].stream.watermarks = Watermarks { high: 10, low: 20 };
+        assert!(c.validate().unwrap_err().contains("low-watermark"));
+        let mut c = Config::new("127.0.0.1:0".parse().unwrap(), Mode::Http, Backend::Epoll);
+        c.uring.buf_count = 12;
+        assert!(c.validate().unwrap_err().contains("power of two"));
+    }
+
+    #[test]
+    fn upstreams_take_names_and_weights() {
+        assert_eq!(parse_upstream("localhost:80").unwrap().addr, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(parse_upstream("127.0.0.1:80@7").unwrap().weight, 7);
+        assert!(parse_upstream("127.0.0.1:80@0").is_err());
+        assert!(parse_upstream("127.0.0.1:80@x").is_err());
+        assert!(parse_upstream("nope").is_err());
+        assert_eq!(resolve("localhost:0").unwrap(), "127.0.0.1:0".parse().unwrap());
     }
 }

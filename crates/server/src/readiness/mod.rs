@@ -1,44 +1,81 @@
 //! The one generic readiness event loop shared by select, poll and the epoll variants.
 //!
-//! `run::<P, H>` owns the listener, the wake-up eventfd and the poller; the handler `H` owns
-//! the connections (a stream protocol, or proxy pairs). Dispatch is static: one
-//! monomorphised loop per (backend, protocol) pair, no `dyn` on the hot path.
+//! `run::<P>` owns the listening sockets, the wake-up eventfd and the poller; three handlers
+//! own the connections: echo and HTTP streams ([`stream::Streams`]) and proxy pairs
+//! ([`proxy::Proxies`]). What happens to a connection is decided by its lifecycle object in
+//! `ringpoll-proto`; the handlers translate its answers into system calls. Dispatch is static:
+//! one monomorphised loop per backend, a two-bit tag in each token picks the handler, no `dyn`
+//! on the hot path. Deadlines live in each handler's timer wheel; the loop sleeps until the
+//! earliest one (or forever when there is none).
 
 pub(crate) mod proxy;
 pub(crate) mod stream;
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use ringpoll_proto::{echo::Echo, http::Http1};
+use ringpoll_sys::poller::{Event, Interest, Mode, Poller, Token};
+use ringpoll_sys::slab::Key;
+use ringpoll_sys::socket;
 use tracing::{debug, error, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Mode as ServeMode};
+use crate::ctx::{ListenSocket, WorkerCtx};
 use crate::stats::Counters;
-use crate::worker::WorkerCtx;
 use crate::RateLimit;
-use ringpoll_sys::poller::{Event, Interest, Mode, Poller, Token};
-use ringpoll_sys::{self as sys, socket};
+use std::sync::Arc;
 
-/// Reserved token: the worker's listener.
-pub const LISTENER: Token = u64::MAX;
 /// Reserved token: the worker's wake-up eventfd (shutdown).
-pub const WAKER: Token = u64::MAX - 1;
+pub(crate) const WAKER: Token = u64::MAX;
+/// Listening socket `j` has token `LISTENER0 - j`.
+const LISTENER0: Token = u64::MAX - 1;
+/// At most this many listening sockets per worker.
+const MAX_SOCKETS: u64 = 1 << 16;
 
-/// Timeouts (idle, linger, connect, shutdown) are checked at this granularity.
-const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Which handler a connection token belongs to (bits 29-30 of the slot index; bit 31 is the
+/// proxy's side bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Echo = 0,
+    Http = 1,
+    Proxy = 2,
+}
+
+const KIND_SHIFT: u32 = 29;
+const KIND_MASK: u32 = 0b11 << KIND_SHIFT;
+/// Bit of the slot index that says which side of a proxy pair an event is for.
+pub(crate) const SIDE_BIT: u32 = 1 << 31;
+
+/// The token for connection `key` of handler `kind` (`side`: the proxy's upstream socket).
+pub(crate) fn token(kind: Kind, key: Key, upstream_side: bool) -> Token {
+    let index = key.index | ((kind as u32) << KIND_SHIFT) | if upstream_side { SIDE_BIT } else { 0 };
+    Key { index, generation: key.generation }.to_u64()
+}
+
+/// Split a connection token: (handler, key, upstream side).
+pub(crate) fn split(token: Token) -> (Option<Kind>, Key, bool) {
+    let k = Key::from_u64(token);
+    let kind = match (k.index & KIND_MASK) >> KIND_SHIFT {
+        0 => Some(Kind::Echo),
+        1 => Some(Kind::Http),
+        2 => Some(Kind::Proxy),
+        _ => None,
+    };
+    let key = Key { index: k.index & !(KIND_MASK | SIDE_BIT), generation: k.generation };
+    (kind, key, k.index & SIDE_BIT != 0)
+}
 
 /// What the loop lends to a handler on every call.
 pub(crate) struct Core<P> {
     pub poller: P,
-    pub cfg: Config,
+    pub cfg: Arc<Config>,
     pub stats: Counters,
     /// Per-worker receive buffer: connections hold no receive buffer of their own.
     pub scratch: Vec<u8>,
     pub clock: Clock,
-    /// Shutdown has started: close connections as soon as they are idle.
+    /// Shutdown has started.
     pub draining: bool,
     /// Edge mode: tokens left readable (budget exhausted) to revisit without an event.
     pub requeue: Vec<Token>,
@@ -52,26 +89,93 @@ impl<P: Poller> Core<P> {
             self.requeue.push(token);
         }
     }
+
+    /// Close a socket the poller does not watch (counted).
+    pub fn close(&mut self, s: std::net::TcpStream) {
+        if let Err(e) = socket::close(s) {
+            debug!("close: {e}");
+        }
+    }
+
+    /// Stop watching and close a socket (both counted).
+    pub fn forget(&mut self, s: std::net::TcpStream) {
+        use std::os::fd::AsRawFd;
+        if let Err(e) = self.poller.delete(s.as_raw_fd()) {
+            debug!("deregistering fd {}: {e}", s.as_raw_fd());
+        }
+        if let Err(e) = socket::close(s) {
+            debug!("close: {e}");
+        }
+    }
 }
 
 /// Per-connection logic plugged into the loop.
 pub(crate) trait Handler<P: Poller> {
-    /// A new connection was accepted (already non-blocking).
-    fn accept(&mut self, core: &mut Core<P>, stream: TcpStream);
+    /// A new connection (non-blocking) accepted on listener `listener` of the configuration.
+    fn accept(&mut self, core: &mut Core<P>, stream: std::net::TcpStream, listener: usize);
     /// A readiness event (or an edge-mode revisit) for one of the handler's tokens.
     fn event(&mut self, core: &mut Core<P>, ev: Event);
-    /// Live connections (proxy pairs count once).
-    fn live(&self) -> usize;
-    /// Shutdown started: finish what is pending and close everything that is idle.
+    /// Shutdown started: pick up what is already received, then let the lifecycles decide.
     fn drain(&mut self, core: &mut Core<P>);
-    /// Periodic: idle timeouts, lingering closes, connect timeouts.
-    fn sweep(&mut self, core: &mut Core<P>);
+    /// Run the deadlines that are due.
+    fn timers(&mut self, core: &mut Core<P>);
+    /// When the next deadline is due.
+    fn next_deadline(&self) -> Option<Instant>;
     /// The shutdown deadline passed: close everything now.
     fn close_all(&mut self, core: &mut Core<P>);
+    /// Once per loop iteration: publish what the handler counts beside `Core::stats`.
+    fn publish(&mut self, _core: &mut Core<P>) {}
+}
+
+/// The three handlers of a worker.
+struct Mux {
+    echo: stream::Streams<Echo>,
+    http: stream::Streams<Http1>,
+    proxy: proxy::Proxies,
+}
+
+impl Mux {
+    fn each<P: Poller>(&mut self, mut f: impl FnMut(&mut dyn Handler<P>)) {
+        f(&mut self.echo);
+        f(&mut self.http);
+        f(&mut self.proxy);
+    }
+
+    fn live(&self) -> usize {
+        self.echo.len() + self.http.len() + self.proxy.len()
+    }
+
+    fn next_deadline<P: Poller>(&self) -> Option<Instant> {
+        [
+            Handler::<P>::next_deadline(&self.echo),
+            Handler::<P>::next_deadline(&self.http),
+            Handler::<P>::next_deadline(&self.proxy),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn event<P: Poller>(&mut self, core: &mut Core<P>, ev: Event) {
+        match split(ev.token).0 {
+            Some(Kind::Echo) => self.echo.event(core, ev),
+            Some(Kind::Http) => self.http.event(core, ev),
+            Some(Kind::Proxy) => self.proxy.event(core, ev),
+            None => {}
+        }
+    }
+
+    fn accept<P: Poller>(&mut self, core: &mut Core<P>, s: std::net::TcpStream, listener: usize) {
+        match core.cfg.listeners[listener].mode {
+            ServeMode::Echo => self.echo.accept(core, s, listener),
+            ServeMode::Http => self.http.accept(core, s, listener),
+            ServeMode::Proxy => self.proxy.accept(core, s, listener),
+        }
+    }
 }
 
 struct Acceptor {
-    listener: Option<TcpListener>,
+    sockets: Vec<Option<ListenSocket>>,
     /// Paused after EMFILE/ENFILE until this instant.
     resume_at: Option<Instant>,
     /// Paused because the worker is at `max_conns`.
@@ -79,11 +183,12 @@ struct Acceptor {
 }
 
 /// Run one worker's readiness loop until shutdown completes.
-pub(crate) fn run<P: Poller, H: Handler<P>>(mut ctx: WorkerCtx, mut handler: H) -> io::Result<Counters> {
-    let cfg = ctx.cfg;
+pub(crate) fn run<P: Poller>(mut ctx: WorkerCtx) -> io::Result<Counters> {
+    let cfg = ctx.cfg.clone();
+    let now = Instant::now();
     let mut core = Core {
         poller: P::new().map_err(|e| io::Error::new(e.kind(), format!("creating the {} poller: {e}", P::NAME)))?,
-        cfg,
+        cfg: cfg.clone(),
         stats: Counters::default(),
         scratch: vec![0; cfg.read_buf.max(4096)],
         clock: Clock::new(),
@@ -91,46 +196,64 @@ pub(crate) fn run<P: Poller, H: Handler<P>>(mut ctx: WorkerCtx, mut handler: H) 
         requeue: Vec::new(),
         log_limit: RateLimit::new(Duration::from_secs(1)),
     };
-    let syscalls_before = sys::syscalls();
-    core.poller.add(ctx.listener.as_raw_fd(), LISTENER, Interest::READ)?;
-    core.poller.add(ctx.waker.as_raw_fd(), WAKER, Interest::READ)?;
+    let mut mux = Mux {
+        echo: stream::Streams::new(Kind::Echo, now),
+        http: stream::Streams::new(Kind::Http, now),
+        proxy: proxy::Proxies::new(&ctx, now),
+    };
+    let syscalls_before = ringpoll_sys::syscalls();
+    if ctx.sockets.len() as u64 > MAX_SOCKETS {
+        return Err(io::Error::other("too many listening sockets for one worker"));
+    }
+    for (j, s) in ctx.sockets.iter().enumerate() {
+        use std::os::fd::AsRawFd;
+        core.poller.add(s.socket.as_raw_fd(), LISTENER0 - j as u64, Interest::READ)?;
+    }
+    {
+        use std::os::fd::AsRawFd;
+        core.poller.add(ctx.waker.as_raw_fd(), WAKER, Interest::READ)?;
+    }
     ctx.ready();
-    let mut acceptor = Acceptor { listener: Some(ctx.listener), resume_at: None, full: false };
+    let mut acceptor = Acceptor {
+        sockets: std::mem::take(&mut ctx.sockets).into_iter().map(Some).collect(),
+        resume_at: None,
+        full: false,
+    };
     let mut events = Vec::with_capacity(1024);
     let mut revisit = Vec::new();
     let mut deadline: Option<Instant> = None;
-    let mut next_sweep = core.clock.now() + SWEEP_EVERY;
 
     loop {
         let now = core.clock.now();
-        let mut wake_at = next_sweep;
-        if let Some(t) = acceptor.resume_at {
-            wake_at = wake_at.min(t);
-        }
-        if let Some(t) = deadline {
-            wake_at = wake_at.min(t);
-        }
-        let timeout = if core.requeue.is_empty() { wake_at.saturating_duration_since(now) } else { Duration::ZERO };
+        let wake_at = [mux.next_deadline::<P>(), acceptor.resume_at, deadline].into_iter().flatten().min();
+        let timeout = if core.requeue.is_empty() {
+            wake_at.map(|t| t.saturating_duration_since(now))
+        } else {
+            Some(Duration::ZERO)
+        };
         core.poller
-            .wait(&mut events, Some(timeout))
+            .wait(&mut events, timeout)
             .map_err(|e| io::Error::new(e.kind(), format!("{} wait: {e}", P::NAME)))?;
         core.clock.update();
         core.stats.wakeups += 1;
 
         for &ev in &events {
             match ev.token {
-                LISTENER => accept_batch(&mut core, &mut acceptor, &mut handler),
                 WAKER => {
+                    use std::os::fd::AsRawFd;
                     if let Err(e) = ctx.waker.drain() {
                         warn!("reading the wake-up eventfd: {e}");
                     }
                     core.poller.rearm(ctx.waker.as_raw_fd(), WAKER, Interest::READ)?;
                     if ctx.shutdown.requested() && !core.draining {
-                        begin_drain(&mut core, &mut acceptor, &mut handler);
+                        begin_drain(&mut core, &mut acceptor, &mut mux);
                         deadline = Some(core.clock.now() + cfg.shutdown_timeout);
                     }
                 }
-                _ => handler.event(&mut core, ev),
+                t if t > LISTENER0 - MAX_SOCKETS => {
+                    accept_batch(&mut core, &mut acceptor, &mut mux, (LISTENER0 - t) as usize)
+                }
+                _ => mux.event(&mut core, ev),
             }
         }
 
@@ -140,9 +263,11 @@ pub(crate) fn run<P: Poller, H: Handler<P>>(mut ctx: WorkerCtx, mut handler: H) 
             for token in revisit.drain(..) {
                 let ev = Event { token, readable: true, writable: true, hup: false, error: false };
                 match token {
-                    LISTENER => accept_batch(&mut core, &mut acceptor, &mut handler),
                     WAKER => {}
-                    _ => handler.event(&mut core, ev),
+                    t if t > LISTENER0 - MAX_SOCKETS => {
+                        accept_batch(&mut core, &mut acceptor, &mut mux, (LISTENER0 - t) as usize);
+                    }
+                    _ => mux.event(&mut core, ev),
                 }
             }
         }
@@ -150,76 +275,86 @@ pub(crate) fn run<P: Poller, H: Handler<P>>(mut ctx: WorkerCtx, mut handler: H) 
         let now = core.clock.now();
         if acceptor.resume_at.is_some_and(|t| now >= t) {
             acceptor.resume_at = None;
-            accept_batch(&mut core, &mut acceptor, &mut handler);
+            resume_all(&mut core, &mut acceptor, &mut mux);
         }
-        if acceptor.full && handler.live() < cfg.max_conns {
+        if acceptor.full && mux.live() < cfg.max_conns {
             acceptor.full = false;
-            accept_batch(&mut core, &mut acceptor, &mut handler);
+            resume_all(&mut core, &mut acceptor, &mut mux);
         }
-        if now >= next_sweep {
-            next_sweep = now + SWEEP_EVERY;
-            handler.sweep(&mut core);
-        }
+        mux.each::<P>(|h| h.timers(&mut core));
         if core.draining {
-            if handler.live() == 0 {
+            if mux.live() == 0 {
                 break;
             }
             if deadline.is_some_and(|d| now >= d) {
-                warn!("shutdown deadline reached with {} connection(s) still busy: closing them", handler.live());
-                handler.close_all(&mut core);
+                warn!("shutdown deadline reached with {} connection(s) still busy: closing them", mux.live());
+                mux.each::<P>(|h| h.close_all(&mut core));
                 break;
             }
         }
-        core.stats.syscalls = sys::syscalls() - syscalls_before;
+        mux.each::<P>(|h| h.publish(&mut core));
+        core.stats.syscalls = ringpoll_sys::syscalls() - syscalls_before;
         ctx.counters.publish(&core.stats);
     }
-    core.stats.syscalls = sys::syscalls() - syscalls_before;
+    mux.each::<P>(|h| h.publish(&mut core));
+    core.stats.syscalls = ringpoll_sys::syscalls() - syscalls_before;
     ctx.counters.publish(&core.stats);
     Ok(core.stats)
 }
 
-/// Close a socket through the counted layer (dropping it would close it uncounted).
-pub(crate) fn close(stream: TcpStream) {
-    if let Err(e) = socket::close(stream) {
-        debug!("close: {e}");
-    }
-}
-
-fn begin_drain<P: Poller, H: Handler<P>>(core: &mut Core<P>, acceptor: &mut Acceptor, handler: &mut H) {
+fn begin_drain<P: Poller>(core: &mut Core<P>, acceptor: &mut Acceptor, mux: &mut Mux) {
     core.draining = true;
-    if let Some(l) = acceptor.listener.take() {
-        if let Err(e) = core.poller.delete(l.as_raw_fd()) {
-            debug!("removing the listener from the poller: {e}");
+    for slot in &mut acceptor.sockets {
+        if let Some(s) = slot.take() {
+            use std::os::fd::AsRawFd;
+            if let Err(e) = core.poller.delete(s.socket.as_raw_fd()) {
+                debug!("removing a listener from the poller: {e}");
+            }
+            // With --takeover the socket lives on in the new process: closing ours loses
+            // nothing in its accept queue.
+            if let Err(e) = socket::close(s.socket) {
+                debug!("closing a listener: {e}");
+            }
         }
     }
     acceptor.resume_at = None;
     acceptor.full = false;
-    handler.drain(core);
+    mux.each::<P>(|h| h.drain(core));
 }
 
-/// Accept up to the budget, then re-arm (or pause on exhaustion / max_conns).
-fn accept_batch<P: Poller, H: Handler<P>>(core: &mut Core<P>, acceptor: &mut Acceptor, handler: &mut H) {
-    let Some(listener) = acceptor.listener.as_ref() else { return };
-    let fd = listener.as_raw_fd();
+fn resume_all<P: Poller>(core: &mut Core<P>, acceptor: &mut Acceptor, mux: &mut Mux) {
+    for j in 0..acceptor.sockets.len() {
+        accept_batch(core, acceptor, mux, j);
+    }
+}
+
+/// Accept up to the budget from listening socket `j`, then re-arm it (or pause every socket
+/// on exhaustion / max_conns).
+fn accept_batch<P: Poller>(core: &mut Core<P>, acceptor: &mut Acceptor, mux: &mut Mux, j: usize) {
+    use std::os::fd::AsRawFd;
     if acceptor.resume_at.is_some() || acceptor.full {
         return;
     }
+    let Some(Some(ls)) = acceptor.sockets.get(j) else { return };
+    let (fd, listener) = (ls.socket.as_raw_fd(), ls.listener);
+    let token = LISTENER0 - j as u64;
     for _ in 0..core.cfg.accept_budget {
-        if handler.live() >= core.cfg.max_conns {
+        if mux.live() >= core.cfg.max_conns {
             acceptor.full = true;
             if core.log_limit.allow(core.clock.now()) {
                 warn!("at --max-conns {} on this worker: not accepting until a connection closes", core.cfg.max_conns);
             }
-            pause_listener(core, fd);
+            pause_all(core, acceptor);
             return;
         }
-        match socket::accept(listener) {
+        let Some(Some(ls)) = acceptor.sockets.get(j) else { return };
+        match socket::accept(&ls.socket) {
             Ok(Some(stream)) => {
                 core.stats.accepted += 1;
-                handler.accept(core, stream);
+                mux.accept(core, stream, listener);
             }
             Ok(None) => {
-                rearm_listener(core, fd);
+                rearm(core, fd, token, Interest::READ);
                 return;
             }
             Err(e) => {
@@ -228,25 +363,48 @@ fn accept_batch<P: Poller, H: Handler<P>>(core: &mut Core<P>, acceptor: &mut Acc
                     continue;
                 };
                 acceptor.resume_at = Some(resume_at);
-                pause_listener(core, fd);
+                pause_all(core, acceptor);
                 return;
             }
         }
     }
     // Budget spent with connections possibly still queued: one-shot and level re-report,
     // edge needs a revisit.
-    rearm_listener(core, fd);
-    core.revisit_if_edge(LISTENER);
+    rearm(core, fd, token, Interest::READ);
+    core.revisit_if_edge(token);
 }
 
-fn rearm_listener<P: Poller>(core: &mut Core<P>, fd: i32) {
-    if let Err(e) = core.poller.rearm(fd, LISTENER, Interest::READ) {
-        error!("re-arming the listener: {e}");
+fn pause_all<P: Poller>(core: &mut Core<P>, acceptor: &Acceptor) {
+    use std::os::fd::AsRawFd;
+    for (j, s) in acceptor.sockets.iter().enumerate() {
+        if let Some(s) = s {
+            rearm(core, s.socket.as_raw_fd(), LISTENER0 - j as u64, Interest::NONE);
+        }
     }
 }
 
-fn pause_listener<P: Poller>(core: &mut Core<P>, fd: i32) {
-    if let Err(e) = core.poller.rearm(fd, LISTENER, Interest::NONE) {
-        error!("pausing the listener: {e}");
+fn rearm<P: Poller>(core: &mut Core<P>, fd: i32, token: Token, interest: Interest) {
+    if let Err(e) = core.poller.rearm(fd, token, interest) {
+        error!("re-arming a listener: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_kind_key_and_side() {
+        let key = Key { index: (1 << 28) + 5, generation: u32::MAX };
+        for kind in [Kind::Echo, Kind::Http, Kind::Proxy] {
+            for side in [false, true] {
+                let t = token(kind, key, side);
+                assert_eq!(split(t), (Some(kind), key, side));
+                assert!(t <= LISTENER0 - MAX_SOCKETS, "never mistaken for a listener or the waker");
+            }
+        }
+        // Reserved tokens decode to no handler.
+        assert_eq!(split(WAKER).0, None);
+        assert_eq!(split(LISTENER0 - 7).0, None);
     }
 }

@@ -1,239 +1,311 @@
 //! The L4 proxy over the readiness loop: each accepted client is paired with a non-blocking
-//! connection to an upstream (round-robin per worker); both sockets live in one slab entry
-//! and their tokens differ by a side bit. What to read, write, shut down or close is decided
-//! by the sans-IO [`Relay`]; this file only moves bytes and translates events.
+//! connection to an upstream its lifecycle ([`ProxyPair`]) chose with the worker's balancer;
+//! both sockets live in one slab entry and their tokens differ by a side bit. What to read,
+//! write, connect, shut down or close is the lifecycle's decision; this file moves bytes
+//! (copied through the relay's buffers, or spliced through a pipe per direction) and translates.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use ringpoll_proto::buf::Watermarks;
-use ringpoll_proto::relay::{Relay, Side};
-use tracing::{debug, warn};
-
-use super::{close, Core, Handler};
-use crate::CloseReason;
+use ringpoll_proto::lifecycle::pair::{PairAction, PairConfig, ProxyPair};
+use ringpoll_proto::lifecycle::wheel::{Tick, Wheel};
+use ringpoll_proto::relay::Side;
+use ringpoll_proto::upstream::Balancer;
+use ringpoll_proto::CloseReason;
 use ringpoll_sys::pipe::Pipe;
-use ringpoll_sys::poller::{is_fd_out_of_range, Event, Interest, Poller, Token};
+use ringpoll_sys::poller::{is_fd_out_of_range, Event, Interest, Poller};
 use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
+use tracing::{debug, warn};
 
-/// Bit of the token's slot index that says which side an event is for.
-const SIDE_BIT: u64 = 1 << 31;
-
-fn token(key: Key, side: Side) -> Token {
-    key.to_u64() | if side == Side::Upstream { SIDE_BIT } else { 0 }
-}
-
-fn split(token: Token) -> (Key, Side) {
-    let side = if token & SIDE_BIT != 0 { Side::Upstream } else { Side::Client };
-    (Key::from_u64(token & !SIDE_BIT), side)
-}
+use super::{token, Core, Handler, Kind};
+use crate::accesslog::{AccessLog, Record};
+use crate::ctx::WorkerCtx;
+use crate::stats::SharedUpstreams;
+use crate::RateLimit;
 
 const fn idx(side: Side) -> usize {
     side as usize
 }
 
-struct Connecting {
-    deadline: Instant,
-    upstream: usize,
-    retried: bool,
-}
-
 struct Pair {
     client: TcpStream,
-    upstream: TcpStream,
-    relay: Relay,
-    connecting: Option<Connecting>,
+    /// The upstream socket, once a connect was started.
+    upstream: Option<TcpStream>,
+    life: ProxyPair,
+    listener: usize,
     /// What each side is armed for; `None` once an event consumed the one-shot arming.
     armed: [Option<Interest>; 2],
     /// Edge mode: the last read of each side found it empty.
     drained: [bool; 2],
-    /// The side's FIN is known to be queued (RDHUP/HUP seen), possibly while it was not
-    /// being read: a short read is then not the end of it.
+    /// The side's FIN is known to be queued (RDHUP/HUP seen), possibly while it was not being
+    /// read: a short read is then not the end of it.
     hup: [bool; 2],
-    /// `--splice`: one pipe per direction, indexed by the source side; bytes move socket ->
-    /// pipe -> socket without entering user space.
+    /// `--splice`: one pipe per direction, indexed by the source side.
     pipes: Option<Box<[Pipe; 2]>>,
-    last_active: Instant,
+    timer: Option<Tick>,
 }
 
 impl Pair {
-    fn stream(&self, side: Side) -> &TcpStream {
+    fn stream(&self, side: Side) -> Option<&TcpStream> {
         match side {
-            Side::Client => &self.client,
-            Side::Upstream => &self.upstream,
+            Side::Client => Some(&self.client),
+            Side::Upstream => self.upstream.as_ref(),
         }
     }
 
     fn want(&self, side: Side) -> Interest {
-        if self.connecting.is_some() {
+        if self.life.is_connecting() {
             // Only the upstream's connect completion matters until then.
             return if side == Side::Upstream { Interest::WRITE } else { Interest::NONE };
         }
-        let w = self.relay.want(side);
-        Interest { read: w.read, write: w.write }
+        Interest {
+            read: self.life.wants_read(side),
+            write: self.life.is_relaying() && self.life.relay().wants_write(side),
+        }
     }
 }
 
 pub(crate) struct Proxies {
     pairs: Slab<Pair>,
-    next_upstream: usize,
+    wheel: Wheel<Key>,
+    due: Vec<(Key, Tick)>,
+    /// One balancer per upstream group (this worker's view).
+    balancers: Vec<Balancer>,
+    upstreams: Arc<SharedUpstreams>,
+    access_log: Option<AccessLog>,
+    log_limit: RateLimit,
 }
 
-enum Outcome {
-    Keep,
-    Close(CloseReason),
+/// The pair lifecycle's configuration for `listener`.
+fn pair_cfg<P>(core: &Core<P>, listener: usize) -> &PairConfig {
+    &core.cfg.listeners[listener].pair
 }
 
 impl Proxies {
-    pub fn new() -> Self {
-        Self { pairs: Slab::new(), next_upstream: 0 }
-    }
-
-    fn pick_upstream<P: Poller>(&mut self, core: &Core<P>) -> (usize, SocketAddr) {
-        let ups = core.cfg.upstreams;
-        let i = self.next_upstream % ups.len();
-        self.next_upstream = self.next_upstream.wrapping_add(1);
-        (i, ups[i])
-    }
-
-    fn upstream_failed<P: Poller>(core: &mut Core<P>, addr: SocketAddr, e: &io::Error) {
-        core.stats.upstream_failures += 1;
-        if core.log_limit.allow(core.clock.now()) {
-            warn!("upstream {addr}: {e} ({} upstream failures so far)", core.stats.upstream_failures);
+    pub fn new(ctx: &WorkerCtx, now: Instant) -> Self {
+        let balancers = ctx
+            .cfg
+            .groups
+            .iter()
+            .zip(&ctx.boards)
+            .map(|(g, board)| Balancer::new(&g.upstreams, g.strategy, g.passive, board.clone()))
+            .collect();
+        Self {
+            pairs: Slab::new(),
+            wheel: Wheel::new(now),
+            due: Vec::new(),
+            balancers,
+            upstreams: ctx.upstreams.clone(),
+            access_log: ctx.access_log.clone(),
+            log_limit: RateLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 
-    fn close<P: Poller>(&mut self, core: &mut Core<P>, key: Key, reason: CloseReason) {
-        let Some(pair) = self.pairs.remove(key) else { return };
-        for side in Side::BOTH {
-            let s = pair.stream(side);
-            if let Err(e) = core.poller.delete(s.as_raw_fd()) {
-                debug!("deregistering fd {}: {e}", s.as_raw_fd());
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    fn group<P>(core: &Core<P>, listener: usize) -> usize {
+        core.cfg.listeners[listener].group.unwrap_or(0)
+    }
+
+    fn upstream_addr<P>(core: &Core<P>, listener: usize, i: usize) -> Option<SocketAddr> {
+        core.cfg.groups.get(Self::group(core, listener))?.upstreams.get(i).map(|u| u.addr)
+    }
+
+    /// Log a failed connect (at most once per second; they are counted by the balancer).
+    fn upstream_failed<P>(&mut self, core: &Core<P>, addr: Option<SocketAddr>, e: &io::Error) {
+        if self.log_limit.allow(core.clock.now()) {
+            let a = addr.map_or_else(|| "?".into(), |a| a.to_string());
+            warn!("upstream {a}: {e} ({} upstream failures so far)", core.stats.upstream_failures + 1);
+        }
+    }
+
+    /// Carry out the pair's actions, then re-arm its sockets and its timer.
+    fn settle<P: Poller>(&mut self, core: &mut Core<P>, key: Key) {
+        loop {
+            let Some(pair) = self.pairs.get_mut(key) else { return };
+            let listener = pair.listener;
+            let g = Self::group(core, listener);
+            let now = core.clock.now();
+            let Some(bal) = self.balancers.get_mut(g) else { return };
+            match pair.life.next_action(now, bal, &mut core.stats.conn) {
+                PairAction::Continue => break,
+                PairAction::Connect(i) => self.connect(core, key, i),
+                PairAction::ShutdownWrite(side) => {
+                    let r = pair.stream(side).map_or(Ok(()), socket::shutdown_write);
+                    match r {
+                        Ok(()) => pair.life.on_shut_down(side, now),
+                        Err(e) => {
+                            debug!("proxy {side:?} shutdown: {e}");
+                            pair.life.on_error();
+                        }
+                    }
+                }
+                PairAction::Close(reason) => return self.close(core, key, reason),
             }
-            if reason == CloseReason::Error {
-                // Propagate the abort: the surviving peer gets a reset, not a clean FIN.
-                let _ = socket::set_linger_zero(s);
-            }
         }
-        reason.count(&mut core.stats);
-        close(pair.client);
-        close(pair.upstream);
-    }
-
-    /// Connect failed or timed out: try the next upstream once, else close the client.
-    fn retry_or_close<P: Poller>(&mut self, core: &mut Core<P>, key: Key, e: &io::Error) {
-        let Some((failed, retried)) =
-            self.pairs.get(key).and_then(|p| p.connecting.as_ref()).map(|c| (c.upstream, c.retried))
-        else {
-            return;
-        };
-        let ups = core.cfg.upstreams;
-        Self::upstream_failed(core, ups[failed], e);
-        if retried || ups.len() < 2 {
-            self.close(core, key, CloseReason::Error);
-            return;
-        }
-        let i = (failed + 1) % ups.len();
-        let addr = ups[i];
-        let stream = match socket::connect_nonblocking(addr) {
-            Ok(s) => s,
-            Err(e) => {
-                Self::upstream_failed(core, addr, &e);
-                self.close(core, key, CloseReason::Error);
-                return;
-            }
-        };
-        let Some(pair) = self.pairs.get_mut(key) else { return };
-        let _ = core.poller.delete(pair.upstream.as_raw_fd());
-        close(std::mem::replace(&mut pair.upstream, stream));
-        pair.connecting =
-            Some(Connecting { deadline: core.clock.now() + core.cfg.connect_timeout, upstream: i, retried: true });
-        pair.armed[idx(Side::Upstream)] = Some(Interest::WRITE);
-        if let Err(e) = core.poller.add(pair.upstream.as_raw_fd(), token(key, Side::Upstream), Interest::WRITE) {
-            warn!("registering an upstream socket: {e}");
-            self.close(core, key, CloseReason::Error);
-        }
-    }
-
-    /// Re-arm each side whose wanted interest differs from what it is armed for.
-    fn rearm<P: Poller>(&mut self, core: &mut Core<P>, key: Key) {
         let Some(pair) = self.pairs.get_mut(key) else { return };
         let mut failed = false;
         for side in Side::BOTH {
             let want = pair.want(side);
+            let Some(s) = pair.stream(side) else { continue };
+            let tok = token(Kind::Proxy, key, side == Side::Upstream);
             if pair.armed[idx(side)] != Some(want) {
-                if let Err(e) = core.poller.rearm(pair.stream(side).as_raw_fd(), token(key, side), want) {
+                if let Err(e) = core.poller.rearm(s.as_raw_fd(), tok, want) {
                     warn!("re-arming a proxy socket: {e}");
                     failed = true;
                 }
                 pair.armed[idx(side)] = Some(want);
             }
             if want.read && !pair.drained[idx(side)] {
-                core.revisit_if_edge(token(key, side));
+                core.revisit_if_edge(tok);
             }
         }
         if failed {
-            self.close(core, key, CloseReason::Error);
+            pair.life.on_error();
+            return self.settle(core, key);
+        }
+        let cfg = pair_cfg(core, pair.listener);
+        if let Some(at) = pair.life.deadline(core.clock.now(), cfg) {
+            let tick = self.wheel.tick_of(at);
+            if pair.timer.is_none_or(|t| tick < t) {
+                pair.timer = Some(self.wheel.insert(key, at));
+            }
+        }
+    }
+
+    /// Start a non-blocking connect to upstream `i`, replacing a failed upstream socket.
+    fn connect<P: Poller>(&mut self, core: &mut Core<P>, key: Key, i: usize) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        let listener = pair.listener;
+        if let Some(old) = pair.upstream.take() {
+            pair.armed[idx(Side::Upstream)] = None;
+            core.forget(old);
+        }
+        let addr = Self::upstream_addr(core, listener, i);
+        let started = match addr.map(socket::connect_nonblocking) {
+            Some(Ok(s)) => {
+                let tok = token(Kind::Proxy, key, true);
+                match core.poller.add(s.as_raw_fd(), tok, Interest::WRITE) {
+                    Ok(()) => Ok(s),
+                    Err(e) => {
+                        core.close(s);
+                        Err(e)
+                    }
+                }
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(io::Error::other("no such upstream")),
+        };
+        match started {
+            Ok(s) => {
+                let pair = self.pairs.get_mut(key).expect("looked up above");
+                pair.upstream = Some(s);
+                pair.armed[idx(Side::Upstream)] = Some(Interest::WRITE);
+                pair.drained[idx(Side::Upstream)] = false;
+                pair.hup[idx(Side::Upstream)] = false;
+            }
+            Err(e) => {
+                self.upstream_failed(core, addr, &e);
+                self.connect_failed(core, key);
+            }
+        }
+    }
+
+    fn connect_failed<P>(&mut self, core: &mut Core<P>, key: Key) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        let g = Self::group(core, pair.listener);
+        let cfg = pair_cfg(core, pair.listener);
+        if let Some(bal) = self.balancers.get_mut(g) {
+            pair.life.on_connect_failed(core.clock.now(), cfg, bal);
+        }
+    }
+
+    /// Close both sockets (reset both peers on an abortive close) and log the pair.
+    fn close<P: Poller>(&mut self, core: &mut Core<P>, key: Key, reason: CloseReason) {
+        let Some(pair) = self.pairs.remove(key) else { return };
+        core.stats.open_pairs -= 1;
+        let listener = pair.listener;
+        let upstream = pair.life.upstream();
+        let (up, down) = (pair.life.bytes_from(Side::Client), pair.life.bytes_from(Side::Upstream));
+        if let (Some(i), Some(bal)) = (upstream, self.balancers.get_mut(Self::group(core, listener))) {
+            bal.account_bytes(i, up, down);
+        }
+        if let Some(log) = &self.access_log {
+            log.log(Record {
+                end: SystemTime::now(),
+                client: pair.life.client(),
+                listener: pair.life.local(),
+                upstream: upstream.and_then(|i| Self::upstream_addr(core, listener, i)),
+                bytes_up: up,
+                bytes_down: down,
+                duration: core.clock.now().saturating_duration_since(pair.life.started()),
+                reason,
+            });
+        }
+        for s in [Some(pair.client), pair.upstream].into_iter().flatten() {
+            if reason.is_abortive() {
+                // Propagate the abort: the surviving peer gets a reset, not a clean FIN.
+                let _ = socket::set_linger_zero(&s);
+            }
+            core.forget(s);
         }
     }
 }
 
-/// Move bytes: read the side that fired, write whatever is pending both ways, forward
-/// half-closes. Errors reset the pair.
-fn pump<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side, ev: Event) -> Outcome {
-    if ev.error {
-        if let Ok(Some(e)) = socket::take_error(pair.stream(side)) {
-            debug!("proxy {side:?} socket error: {e}");
-        }
-        pair.relay.reset();
-        return Outcome::Close(CloseReason::Error);
-    }
-    if (ev.readable || ev.hup) && pair.relay.wants_read(side) {
+/// Move bytes: read the side that fired, write whatever is pending both ways.
+fn pump<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side, ev: Event) {
+    if (ev.readable || ev.hup) && pair.life.wants_read(side) {
         if let Err(e) = read_side(pair, core, side) {
             debug!("proxy {side:?}: {e}");
-            pair.relay.reset();
-            return Outcome::Close(CloseReason::Error);
+            pair.life.on_error();
+            return;
         }
     }
     for s in Side::BOTH {
         if let Err(e) = flush(pair, core, s) {
             debug!("proxy {s:?}: {e}");
-            pair.relay.reset();
-            return Outcome::Close(CloseReason::Error);
+            pair.life.on_error();
+            return;
         }
     }
-    if pair.relay.is_done() {
-        return Outcome::Close(CloseReason::Normal);
-    }
-    Outcome::Keep
 }
 
 fn read_side<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side) -> io::Result<()> {
-    if pair.pipes.is_some() {
+    if pair.pipes.is_some() && pair.life.is_relaying() {
         return splice_side(pair, core, side);
     }
     let hup = pair.hup[idx(side)];
     for _ in 0..core.cfg.read_budget {
-        if !pair.relay.wants_read(side) {
+        if !pair.life.wants_read(side) {
             return Ok(());
         }
-        match socket::recv(pair.stream(side), &mut core.scratch)? {
+        let s = match side {
+            Side::Client => &pair.client,
+            Side::Upstream => match &pair.upstream {
+                Some(s) => s,
+                None => return Ok(()),
+            },
+        };
+        let now = core.clock.now();
+        match socket::recv(s, &mut core.scratch)? {
             None => {
                 pair.drained[idx(side)] = true;
                 return Ok(());
             }
             Some(0) => {
-                pair.relay.received_eof(side);
+                pair.life.received_eof(side, now);
                 pair.drained[idx(side)] = true;
                 return Ok(());
             }
             Some(n) => {
-                core.stats.bytes_in += n as u64;
-                core.stats.requests += 1;
-                pair.relay.received(side, &core.scratch[..n]);
+                pair.life.received(side, &core.scratch[..n], now, &mut core.stats.conn);
                 // Forward at once: one write per read keeps the buffer (and latency) small.
                 flush(pair, core, side.other())?;
                 if n < core.scratch.len() && !hup {
@@ -251,30 +323,36 @@ fn read_side<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side) -> io::
 /// short splice needs no "drained" bookkeeping.)
 fn splice_side<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side) -> io::Result<()> {
     for _ in 0..core.cfg.read_budget {
-        if !pair.relay.wants_read(side) {
+        if !pair.life.wants_read(side) {
             return Ok(());
         }
+        let s = match side {
+            Side::Client => &pair.client,
+            Side::Upstream => match &pair.upstream {
+                Some(s) => s,
+                None => return Ok(()),
+            },
+        };
         let Some(pipes) = pair.pipes.as_ref() else { return Ok(()) };
         let pipe = &pipes[idx(side)];
-        let room = pipe.capacity().saturating_sub(pair.relay.outgoing_len(side.other()));
+        let room = pipe.capacity().saturating_sub(pair.life.relay().outgoing_len(side.other()));
         if room == 0 {
-            pair.relay.pipe_blocked(side);
+            pair.life.relay_mut().pipe_blocked(side);
             return Ok(());
         }
-        match pipe.fill_from(pair.stream(side).as_raw_fd(), room)? {
+        let now = core.clock.now();
+        match pipe.fill_from(s.as_raw_fd(), room)? {
             // The socket is empty, or the pipe ran out of slots before bytes.
             None => {
-                pair.relay.pipe_blocked(side);
+                pair.life.relay_mut().pipe_blocked(side);
                 return Ok(());
             }
             Some(0) => {
-                pair.relay.received_eof(side);
+                pair.life.received_eof(side, now);
                 return Ok(());
             }
             Some(n) => {
-                core.stats.bytes_in += n as u64;
-                core.stats.requests += 1;
-                pair.relay.received_piped(side, n);
+                pair.life.received_counted(side, n, now, &mut core.stats.conn);
                 flush(pair, core, side.other())?;
                 if n < room {
                     return Ok(());
@@ -285,17 +363,39 @@ fn splice_side<P: Poller>(pair: &mut Pair, core: &mut Core<P>, side: Side) -> io
     Ok(())
 }
 
-/// Write what is pending for `to` until done or the socket is full; then forward a
-/// half-close if it is due.
+/// Write what is pending for `to` until done or the socket is full: first the relay's own
+/// buffer (bytes that came before any piped ones: a PROXY header, what arrived with the
+/// client's), then the pipe.
 fn flush<P: Poller>(pair: &mut Pair, core: &mut Core<P>, to: Side) -> io::Result<()> {
+    if !pair.life.is_relaying() {
+        return Ok(());
+    }
+    let s = match to {
+        Side::Client => &pair.client,
+        Side::Upstream => match &pair.upstream {
+            Some(s) => s,
+            None => return Ok(()),
+        },
+    };
+    while pair.life.relay().wants_write(to) && !pair.life.relay().outgoing(to).is_empty() {
+        let want = pair.life.relay().outgoing(to).len();
+        match socket::send(s, pair.life.relay().outgoing(to))? {
+            Some(n) => {
+                pair.life.sent(to, n, core.clock.now(), &mut core.stats.conn);
+                if n < want {
+                    return Ok(());
+                }
+            }
+            None => return Ok(()),
+        }
+    }
     if let Some(pipes) = pair.pipes.as_ref() {
         let pipe = &pipes[idx(to.other())];
-        while pair.relay.outgoing_piped(to) > 0 && !pair.relay.is_reset() {
-            let want = pair.relay.outgoing_piped(to);
-            match pipe.drain_into(pair.stream(to).as_raw_fd(), want)? {
+        while pair.life.relay().outgoing_piped(to) > 0 && !pair.life.relay().is_reset() {
+            let want = pair.life.relay().outgoing_piped(to);
+            match pipe.drain_into(s.as_raw_fd(), want)? {
                 Some(n) if n > 0 => {
-                    core.stats.bytes_out += n as u64;
-                    pair.relay.sent_piped(to, n);
+                    pair.life.sent_counted(to, n, core.clock.now(), &mut core.stats.conn);
                     if n < want {
                         break;
                     }
@@ -303,23 +403,6 @@ fn flush<P: Poller>(pair: &mut Pair, core: &mut Core<P>, to: Side) -> io::Result
                 _ => break,
             }
         }
-    }
-    while pair.relay.wants_write(to) && !pair.relay.outgoing(to).is_empty() {
-        let want = pair.relay.outgoing_len(to);
-        match socket::send(pair.stream(to), pair.relay.outgoing(to))? {
-            Some(n) => {
-                core.stats.bytes_out += n as u64;
-                pair.relay.sent(to, n);
-                if n < want {
-                    break;
-                }
-            }
-            None => break,
-        }
-    }
-    if pair.relay.should_shutdown(to) {
-        socket::shutdown_write(pair.stream(to))?;
-        pair.relay.shut_down(to);
     }
     Ok(())
 }
@@ -338,127 +421,107 @@ fn make_pipes<P: Poller>(core: &mut Core<P>) -> Option<Box<[Pipe; 2]>> {
 }
 
 impl<P: Poller> Handler<P> for Proxies {
-    fn accept(&mut self, core: &mut Core<P>, client: TcpStream) {
-        let fail = |core: &mut Core<P>| {
-            core.stats.closed += 1;
-            core.stats.closed_error += 1;
+    fn accept(&mut self, core: &mut Core<P>, client: TcpStream, listener: usize) {
+        let fail = |core: &mut Core<P>, client: TcpStream| {
+            core.stats.conn.count_close(CloseReason::Error);
+            core.close(client);
         };
         if let Err(e) = socket::set_nodelay(&client) {
             debug!("TCP_NODELAY on an accepted socket: {e}");
-            close(client);
-            return fail(core);
+            return fail(core, client);
         }
-        let (i, addr) = self.pick_upstream(core);
-        let upstream = match socket::connect_nonblocking(addr) {
-            Ok(s) => s,
+        let (peer, local) = match socket::addresses(&client) {
+            Ok(a) => a,
             Err(e) => {
-                Self::upstream_failed(core, addr, &e);
-                close(client);
-                return fail(core);
+                debug!("addresses of an accepted socket: {e}");
+                return fail(core, client);
             }
         };
         let key = self.pairs.vacant_key();
-        let refused = 'register: {
-            for (stream, side, interest) in
-                [(&client, Side::Client, Interest::NONE), (&upstream, Side::Upstream, Interest::WRITE)]
-            {
-                if let Err(e) = core.poller.add(stream.as_raw_fd(), token(key, side), interest) {
-                    if side == Side::Upstream {
-                        let _ = core.poller.delete(client.as_raw_fd());
-                    }
-                    if is_fd_out_of_range(&e) {
-                        core.stats.rejected_fd_setsize += 1;
-                        if core.log_limit.allow(core.clock.now()) {
-                            warn!("{}: {e}; closing the connection", P::NAME);
-                        }
-                    } else {
-                        warn!("registering a proxy socket: {e}");
-                    }
-                    break 'register true;
+        if let Err(e) = core.poller.add(client.as_raw_fd(), token(Kind::Proxy, key, false), Interest::NONE) {
+            if is_fd_out_of_range(&e) {
+                core.stats.rejected_fd_setsize += 1;
+                if core.log_limit.allow(core.clock.now()) {
+                    warn!("{}: {e}; closing the connection", P::NAME);
                 }
+            } else {
+                warn!("registering a proxy socket: {e}");
             }
-            false
-        };
-        if refused {
-            close(client);
-            close(upstream);
-            return fail(core);
+            return fail(core, client);
         }
         let now = core.clock.now();
-        let pipes = if core.cfg.splice { make_pipes(core) } else { None };
+        let lcfg = &core.cfg.listeners[listener];
+        let mut cfg = lcfg.pair;
+        let pipes = if lcfg.splice { make_pipes(core) } else { None };
         // Spliced bytes live in the pipes: their capacity is the watermark.
-        let wm = match &pipes {
-            Some(p) => Watermarks { high: p[0].capacity(), low: p[0].capacity() / 2 },
-            None => core.cfg.watermarks,
-        };
+        if let Some(p) = &pipes {
+            cfg.watermarks = Watermarks { high: p[0].capacity(), low: p[0].capacity() / 2 };
+        }
+        let life = ProxyPair::new(now, &cfg, peer, local);
         let inserted = self.pairs.insert(Pair {
             client,
-            upstream,
-            relay: Relay::new(wm),
-            connecting: Some(Connecting { deadline: now + core.cfg.connect_timeout, upstream: i, retried: false }),
-            armed: [Some(Interest::NONE), Some(Interest::WRITE)],
+            upstream: None,
+            life,
+            listener,
+            armed: [Some(Interest::NONE), None],
             drained: [false, false],
             hup: [false, false],
             pipes,
-            last_active: now,
+            timer: None,
         });
         debug_assert_eq!(inserted, key);
+        core.stats.open_pairs += 1;
+        self.settle(core, key);
     }
 
     fn event(&mut self, core: &mut Core<P>, ev: Event) {
-        let (key, side) = split(ev.token);
+        let (_, key, upstream_side) = super::split(ev.token);
+        let side = if upstream_side { Side::Upstream } else { Side::Client };
         let Some(pair) = self.pairs.get_mut(key) else { return };
         pair.armed[idx(side)] = None;
-        pair.last_active = core.clock.now();
         if ev.readable || ev.hup {
             pair.drained[idx(side)] = false;
         }
         pair.hup[idx(side)] |= ev.hup;
-        if pair.connecting.is_some() {
-            if side == Side::Client {
-                if ev.error {
-                    self.close(core, key, CloseReason::Error);
-                } else {
-                    self.rearm(core, key);
-                }
-                return;
-            }
-            if !(ev.writable || ev.error || ev.hup) {
-                self.rearm(core, key);
-                return;
-            }
-            match socket::take_error(&pair.upstream) {
-                Ok(None) if !ev.error => {
-                    pair.connecting = None;
-                    pair.relay.connected();
-                    // Whatever the client sent meanwhile is waiting: read it now.
-                    pair.drained = [false, false];
-                    let ev = Event { token: ev.token, readable: false, writable: true, hup: false, error: false };
-                    if let Outcome::Close(r) = pump(pair, core, side, ev) {
-                        return self.close(core, key, r);
+        let connecting = side == Side::Upstream && pair.life.is_connecting();
+        if connecting {
+            if ev.writable || ev.error || ev.hup {
+                let listener = pair.listener;
+                let upstream = pair.life.upstream();
+                let result = pair.upstream.as_ref().map(socket::take_error);
+                match result {
+                    Some(Ok(None)) if !ev.error => {
+                        let g = Self::group(core, listener);
+                        if let Some(bal) = self.balancers.get_mut(g) {
+                            pair.life.on_connected(core.clock.now(), pair_cfg(core, listener), bal);
+                        }
+                        // Whatever the client sent meanwhile is waiting: read it now.
+                        pair.drained = [false, false];
+                        let client_ev =
+                            Event { token: ev.token, readable: true, writable: true, hup: false, error: false };
+                        pump(pair, core, Side::Upstream, Event { readable: false, ..client_ev });
+                        pump(pair, core, Side::Client, client_ev);
                     }
-                    let client_ev = Event { token: token(key, Side::Client), readable: true, ..ev };
-                    if let Outcome::Close(r) = pump(pair, core, Side::Client, client_ev) {
-                        return self.close(core, key, r);
+                    other => {
+                        let e = match other {
+                            Some(Ok(Some(e)) | Err(e)) => e,
+                            _ => io::Error::other("connect failed"),
+                        };
+                        let addr = upstream.and_then(|i| Self::upstream_addr(core, listener, i));
+                        self.upstream_failed(core, addr, &e);
+                        self.connect_failed(core, key);
                     }
                 }
-                Ok(Some(e)) | Err(e) => return self.retry_or_close(core, key, &e),
-                Ok(None) => {
-                    let e = io::Error::other("connect failed");
-                    return self.retry_or_close(core, key, &e);
-                }
             }
-            self.rearm(core, key);
-            return;
+        } else if ev.error {
+            if let Some(Ok(Some(e))) = pair.stream(side).map(socket::take_error) {
+                debug!("proxy {side:?} socket error: {e}");
+            }
+            pair.life.on_error();
+        } else {
+            pump(pair, core, side, ev);
         }
-        match pump(pair, core, side, ev) {
-            Outcome::Close(r) => self.close(core, key, r),
-            Outcome::Keep => self.rearm(core, key),
-        }
-    }
-
-    fn live(&self) -> usize {
-        self.pairs.len()
+        self.settle(core, key);
     }
 
     fn drain(&mut self, _core: &mut Core<P>) {
@@ -467,30 +530,50 @@ impl<P: Poller> Handler<P> for Proxies {
         // stream module does with worker_shutdown_timeout).
     }
 
-    fn sweep(&mut self, core: &mut Core<P>) {
-        let now = core.clock.now();
-        let idle = core.cfg.idle_timeout;
-        let mut timed_out = Vec::new();
-        let mut idle_out = Vec::new();
-        for (key, p) in self.pairs.iter_mut() {
-            match &p.connecting {
-                Some(c) if now >= c.deadline => timed_out.push(key),
-                _ if idle.is_some_and(|t| now.saturating_duration_since(p.last_active) >= t) => idle_out.push(key),
-                _ => {}
+    fn timers(&mut self, core: &mut Core<P>) {
+        self.wheel.expire(core.clock.now(), &mut self.due);
+        let mut due = std::mem::take(&mut self.due);
+        for (key, tick) in due.drain(..) {
+            let Some(pair) = self.pairs.get_mut(key) else { continue };
+            if pair.timer != Some(tick) {
+                continue;
             }
+            pair.timer = None;
+            let (listener, upstream) = (pair.listener, pair.life.upstream());
+            let g = Self::group(core, listener);
+            let Some(bal) = self.balancers.get_mut(g) else { continue };
+            if pair.life.on_timer(core.clock.now(), pair_cfg(core, listener), bal) {
+                let addr = upstream.and_then(|i| Self::upstream_addr(core, listener, i));
+                self.upstream_failed(core, addr, &io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+            }
+            self.settle(core, key);
         }
-        for key in timed_out {
-            let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-            self.retry_or_close(core, key, &e);
-        }
-        for key in idle_out {
-            self.close(core, key, CloseReason::Idle);
-        }
+        self.due = due;
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.wheel.next_deadline()
     }
 
     fn close_all(&mut self, core: &mut Core<P>) {
         for key in self.pairs.keys() {
-            self.close(core, key, CloseReason::Shutdown);
+            if let Some(pair) = self.pairs.get_mut(key) {
+                pair.life.abort(CloseReason::Shutdown);
+            }
+            self.settle(core, key);
         }
+    }
+
+    fn publish(&mut self, core: &mut Core<P>) {
+        let now = core.clock.now();
+        let mut failures = 0;
+        for (g, bal) in self.balancers.iter().enumerate() {
+            for i in 0..bal.len() {
+                let s = bal.stats(i);
+                failures += s.failures;
+                self.upstreams.publish(g, i, &s, bal.is_usable(i, now));
+            }
+        }
+        core.stats.upstream_failures = failures;
     }
 }

@@ -1,250 +1,181 @@
-//! Echo and HTTP over the readiness loop: one socket per connection, one protocol object.
+//! Echo and HTTP over the readiness loop: one socket per connection, its lifecycle
+//! ([`StreamConn`]) deciding everything; this file only moves bytes and translates.
 
-use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ringpoll_proto::{Ctx, OutBuf, Protocol};
-use tracing::{debug, warn};
-
-use super::{close, Core, Handler};
-use crate::CloseReason;
+use ringpoll_proto::lifecycle::stream::{Action, Env, StreamConn};
+use ringpoll_proto::lifecycle::wheel::{Tick, Wheel};
+use ringpoll_proto::{CloseReason, Protocol};
 use ringpoll_sys::poller::{is_fd_out_of_range, Event, Interest, Mode, Poller};
 use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
+use tracing::{debug, warn};
 
-/// After the last response of a connection we close, keep reading (and discarding) for at
-/// most this long so that unread request bytes do not turn our FIN into a RST that destroys
-/// the response in flight (nginx's lingering close).
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Open,
-    /// The protocol asked to close: flush, then shut down the write side.
-    Closing,
-    /// Write side shut; discarding input until the peer's FIN or the deadline.
-    Lingering {
-        until: Instant,
-    },
-}
+use super::{token, Core, Handler, Kind};
 
 struct Conn<Pr> {
     stream: TcpStream,
-    proto: Pr,
-    out: OutBuf,
-    phase: Phase,
-    /// Reading is paused by the output high watermark.
-    paused: bool,
-    /// The peer has not sent FIN yet.
-    read_open: bool,
+    life: StreamConn<Pr>,
+    /// Index of its listener in the configuration.
+    listener: usize,
+    /// The wheel tick this connection is armed for.
+    armed: Option<Tick>,
     /// Edge mode: the last read found the socket empty.
     drained: bool,
-    /// The peer's FIN is known to be queued (RDHUP/HUP seen, maybe while paused): a short
-    /// read is then not the end, read on to the EOF.
+    /// The peer's FIN is known to be queued (RDHUP/HUP seen, maybe while paused): a short read
+    /// is then not the end, read on to the EOF.
     hup: bool,
-    last_active: Instant,
-}
-
-enum Next {
-    Rearm(Interest),
-    Close(CloseReason),
 }
 
 pub(crate) struct Streams<Pr> {
+    kind: Kind,
     conns: Slab<Conn<Pr>>,
+    wheel: Wheel<Key>,
+    due: Vec<(Key, Tick)>,
+}
+
+/// The lifecycle's environment for a connection of `listener`, from the loop's state.
+macro_rules! env {
+    ($core:expr, $listener:expr) => {
+        Env {
+            now: $core.clock.now(),
+            date: $core.clock.date(),
+            draining: $core.draining,
+            cfg: &$core.cfg.listeners[$listener].stream,
+        }
+    };
 }
 
 impl<Pr: Protocol> Streams<Pr> {
-    pub fn new() -> Self {
-        Self { conns: Slab::new() }
+    pub fn new(kind: Kind, now: Instant) -> Self {
+        Self { kind, conns: Slab::new(), wheel: Wheel::new(now), due: Vec::new() }
     }
 
-    fn close<P: Poller>(&mut self, core: &mut Core<P>, key: Key, reason: CloseReason) {
-        let Some(conn) = self.conns.remove(key) else { return };
-        if let Err(e) = core.poller.delete(conn.stream.as_raw_fd()) {
-            debug!("deregistering fd {}: {e}", conn.stream.as_raw_fd());
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Bring a connection in line with its lifecycle after anything happened to it: flush,
+    /// carry out its actions, re-arm the poller and the timer.
+    fn settle<P: Poller>(&mut self, core: &mut Core<P>, key: Key) {
+        loop {
+            let Some(c) = self.conns.get_mut(key) else { return };
+            if !c.life.output().is_empty() {
+                flush(c, core);
+            }
+            let closed = loop {
+                let env = env!(core, c.listener);
+                match c.life.next_action(&env, &mut core.stats.conn) {
+                    Action::Continue => break false,
+                    Action::ShutdownWrite => match socket::shutdown_write(&c.stream) {
+                        Ok(()) => c.life.on_shutdown_done(&env),
+                        Err(e) => {
+                            debug!("shutdown: {e}");
+                            c.life.on_error();
+                        }
+                    },
+                    Action::Close(_) => break true,
+                }
+            };
+            if closed {
+                if let Some(c) = self.conns.remove(key) {
+                    core.stats.open_connections -= 1;
+                    core.forget(c.stream);
+                }
+                return;
+            }
+            let interest = Interest { read: c.life.wants_read(), write: !c.life.output().is_empty() };
+            let tok = token(self.kind, key, false);
+            if let Err(e) = core.poller.rearm(c.stream.as_raw_fd(), tok, interest) {
+                warn!("re-arming fd {}: {e}", c.stream.as_raw_fd());
+                c.life.on_error();
+                continue;
+            }
+            if interest.read && !c.drained {
+                core.revisit_if_edge(tok);
+            }
+            let env = env!(core, c.listener);
+            if let Some(at) = c.life.deadline(&env) {
+                let tick = self.wheel.tick_of(at);
+                if c.armed.is_none_or(|a| tick < a) {
+                    c.armed = Some(self.wheel.insert(key, at));
+                }
+            }
+            return;
         }
-        reason.count(&mut core.stats);
-        close(conn.stream);
     }
+}
 
-    fn finish<P: Poller>(&mut self, core: &mut Core<P>, key: Key, next: Next) {
-        match next {
-            Next::Close(reason) => self.close(core, key, reason),
-            Next::Rearm(interest) => {
-                let Some(conn) = self.conns.get_mut(key) else { return };
-                if core.draining && conn.is_idle() {
-                    self.close(core, key, CloseReason::Normal);
+/// Read up to the budget, feeding the lifecycle. When the peer's FIN is known to be queued, a
+/// short read is not the end: read on to see the EOF now (edge mode would never report it
+/// again).
+fn read<Pr: Protocol, P: Poller>(c: &mut Conn<Pr>, core: &mut Core<P>) {
+    for _ in 0..core.cfg.read_budget {
+        if !c.life.wants_read() {
+            return;
+        }
+        match socket::recv(&c.stream, &mut core.scratch) {
+            Ok(None) => {
+                c.drained = true;
+                return;
+            }
+            Ok(Some(0)) => {
+                c.drained = true;
+                let env = env!(core, c.listener);
+                c.life.on_eof(&env, &mut core.stats.conn);
+                return;
+            }
+            Ok(Some(n)) => {
+                let env = env!(core, c.listener);
+                c.life.on_data(&core.scratch[..n], &env, &mut core.stats.conn);
+                if n < core.scratch.len() && !c.hup {
+                    // A short read means the socket is drained: no recv just to see EAGAIN.
+                    c.drained = true;
                     return;
                 }
-                if let Err(e) = core.poller.rearm(conn.stream.as_raw_fd(), key.to_u64(), interest) {
-                    warn!("re-arming fd {}: {e}", conn.stream.as_raw_fd());
-                    self.close(core, key, CloseReason::Error);
-                    return;
-                }
-                if interest.read && !conn.drained {
-                    core.revisit_if_edge(key.to_u64());
-                }
+            }
+            Err(e) => {
+                debug!("recv: {e}");
+                c.life.on_error();
+                return;
             }
         }
     }
 }
 
-impl<Pr: Protocol> Conn<Pr> {
-    fn is_idle(&self) -> bool {
-        self.phase == Phase::Open && self.out.is_empty() && self.proto.is_idle()
-    }
-
-    fn handle<P: Poller>(&mut self, core: &mut Core<P>, ev: Event) -> Next {
-        if ev.error {
-            match socket::take_error(&self.stream) {
-                Ok(Some(e)) => debug!("fd {}: socket error: {e}", self.stream.as_raw_fd()),
-                Ok(None) => debug!("fd {}: error event without SO_ERROR", self.stream.as_raw_fd()),
-                Err(e) => debug!("fd {}: reading SO_ERROR: {e}", self.stream.as_raw_fd()),
-            }
-            return Next::Close(CloseReason::Error);
-        }
-        self.last_active = core.clock.now();
-        if ev.readable || ev.hup {
-            self.drained = false;
-        }
-        self.hup |= ev.hup;
-        if let Phase::Lingering { .. } = self.phase {
-            return self.discard(core);
-        }
-
-        if self.phase == Phase::Open && self.read_open && (ev.readable || ev.hup) {
-            if let Err(reason) = self.read(core) {
-                return Next::Close(reason);
-            }
-        }
-        if !self.out.is_empty() {
-            if let Err(reason) = self.flush(core) {
-                return Next::Close(reason);
-            }
-        }
-        let was_paused = self.paused;
-        self.paused = !core.cfg.watermarks.may_read(self.out.len(), self.paused);
-        if self.paused && !was_paused {
-            core.stats.backpressure_pauses += 1;
-        }
-
-        if self.phase == Phase::Closing && self.out.is_empty() {
-            if !self.read_open {
-                return Next::Close(CloseReason::Normal);
-            }
-            if let Err(e) = socket::shutdown_write(&self.stream) {
-                debug!("shutdown: {e}");
-                return Next::Close(CloseReason::Error);
-            }
-            self.phase = Phase::Lingering { until: core.clock.now() + LINGER };
-            return Next::Rearm(Interest::READ);
-        }
-        let interest =
-            Interest { read: self.phase == Phase::Open && self.read_open && !self.paused, write: !self.out.is_empty() };
-        if interest.is_none() {
-            // Peer finished and nothing is left to send.
-            return Next::Close(CloseReason::Normal);
-        }
-        Next::Rearm(interest)
-    }
-
-    /// Read up to the budget, feeding the protocol; stop early above the high watermark.
-    /// When the peer's FIN is known to be queued, a short read is not the end: read on to see
-    /// the EOF now (edge mode would never report it again).
-    fn read<P: Poller>(&mut self, core: &mut Core<P>) -> Result<(), CloseReason> {
-        let ctx = Ctx::new(core.clock.date());
-        for _ in 0..core.cfg.read_budget {
-            if !core.cfg.watermarks.may_read(self.out.len(), self.paused) {
-                return Ok(());
-            }
-            match socket::recv(&self.stream, &mut core.scratch) {
-                Ok(None) => {
-                    self.drained = true;
-                    return Ok(());
+/// Send until everything is out or the socket is full (a short send means full).
+fn flush<Pr: Protocol, P: Poller>(c: &mut Conn<Pr>, core: &mut Core<P>) {
+    while !c.life.output().is_empty() {
+        let want = c.life.output().len();
+        match socket::send(&c.stream, c.life.output()) {
+            Ok(Some(n)) => {
+                let env = env!(core, c.listener);
+                c.life.on_written(n, &env, &mut core.stats.conn);
+                if n < want {
+                    return;
                 }
-                Ok(Some(0)) => {
-                    self.read_open = false;
-                    self.drained = true;
-                    if self.proto.on_eof(self.out.writer(), &ctx).close {
-                        self.phase = Phase::Closing;
-                    }
-                    return Ok(());
-                }
-                Ok(Some(n)) => {
-                    core.stats.bytes_in += n as u64;
-                    let p = self.proto.on_data(&core.scratch[..n], self.out.writer(), &ctx);
-                    core.stats.requests += u64::from(p.requests);
-                    if p.close {
-                        self.phase = Phase::Closing;
-                        return Ok(());
-                    }
-                    if n < core.scratch.len() && !self.hup {
-                        // A short read means the socket is drained: no recv just to see EAGAIN.
-                        self.drained = true;
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(classify(&e)),
+            }
+            Ok(None) => return,
+            Err(e) => {
+                debug!("send: {e}");
+                c.life.on_error();
+                return;
             }
         }
-        Ok(())
     }
-
-    /// Send until everything is out or the socket is full (a short send means full).
-    fn flush<P: Poller>(&mut self, core: &mut Core<P>) -> Result<(), CloseReason> {
-        while !self.out.is_empty() {
-            let want = self.out.len();
-            match socket::send(&self.stream, self.out.pending()) {
-                Ok(Some(n)) => {
-                    core.stats.bytes_out += n as u64;
-                    self.out.advance(n);
-                    if n < want {
-                        return Ok(());
-                    }
-                }
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(classify(&e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Lingering close: read and drop until FIN, error, budget or nothing left.
-    fn discard<P: Poller>(&mut self, core: &mut Core<P>) -> Next {
-        for _ in 0..core.cfg.read_budget {
-            match socket::recv(&self.stream, &mut core.scratch) {
-                Ok(None) => {
-                    self.drained = true;
-                    return Next::Rearm(Interest::READ);
-                }
-                Ok(Some(0)) | Err(_) => return Next::Close(CloseReason::Normal),
-                Ok(Some(_)) => {}
-            }
-        }
-        Next::Rearm(Interest::READ)
-    }
-}
-
-/// Errors on an established connection: all close it; the distinction is for the counters.
-fn classify(e: &io::Error) -> CloseReason {
-    debug!("connection error: {e}");
-    CloseReason::Error
 }
 
 impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
-    fn accept(&mut self, core: &mut Core<P>, stream: TcpStream) {
+    fn accept(&mut self, core: &mut Core<P>, stream: TcpStream, listener: usize) {
         if let Err(e) = socket::set_nodelay(&stream) {
             debug!("TCP_NODELAY on an accepted socket: {e}");
-            core.stats.closed += 1;
-            core.stats.closed_error += 1;
-            return close(stream);
+            core.stats.conn.count_close(CloseReason::Error);
+            return core.close(stream);
         }
         let key = self.conns.vacant_key();
-        if let Err(e) = core.poller.add(stream.as_raw_fd(), key.to_u64(), Interest::READ) {
-            core.stats.closed += 1;
+        if let Err(e) = core.poller.add(stream.as_raw_fd(), token(self.kind, key, false), Interest::READ) {
             if is_fd_out_of_range(&e) {
                 core.stats.rejected_fd_setsize += 1;
                 if core.log_limit.allow(core.clock.now()) {
@@ -255,76 +186,90 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
                     );
                 }
             } else {
-                core.stats.closed_error += 1;
                 warn!("registering an accepted socket: {e}");
             }
-            return close(stream);
+            core.stats.conn.count_close(CloseReason::Error);
+            return core.close(stream);
         }
-        let inserted = self.conns.insert(Conn {
-            stream,
-            proto: Pr::new(&ringpoll_proto::Limits::NONE),
-            out: OutBuf::new(),
-            phase: Phase::Open,
-            paused: false,
-            read_open: true,
-            drained: P::MODE != Mode::Edge,
-            hup: false,
-            last_active: core.clock.now(),
-        });
+        let cfg = &core.cfg.listeners[listener].stream;
+        let life = StreamConn::new(core.clock.now(), cfg);
+        let inserted =
+            self.conns.insert(Conn { stream, life, listener, armed: None, drained: P::MODE != Mode::Edge, hup: false });
         debug_assert_eq!(inserted, key);
+        core.stats.open_connections += 1;
+        // The head / idle deadline starts at the accept.
+        self.settle(core, key);
         if P::MODE == Mode::Edge {
             // Data may already be queued before the registration saw an edge.
-            core.revisit_if_edge(key.to_u64());
+            core.revisit_if_edge(token(self.kind, key, false));
         }
     }
 
     fn event(&mut self, core: &mut Core<P>, ev: Event) {
-        let key = Key::from_u64(ev.token);
-        let Some(conn) = self.conns.get_mut(key) else {
+        let key = super::split(ev.token).1;
+        let Some(c) = self.conns.get_mut(key) else {
             return; // stale: the slot was closed or reused since the event was queued
         };
-        let next = conn.handle(core, ev);
-        self.finish(core, key, next);
-    }
-
-    fn live(&self) -> usize {
-        self.conns.len()
+        if ev.error {
+            match socket::take_error(&c.stream) {
+                Ok(Some(e)) => debug!("fd {}: socket error: {e}", c.stream.as_raw_fd()),
+                Ok(None) => debug!("fd {}: error event without SO_ERROR", c.stream.as_raw_fd()),
+                Err(e) => debug!("fd {}: reading SO_ERROR: {e}", c.stream.as_raw_fd()),
+            }
+            c.life.on_error();
+        } else {
+            if ev.readable || ev.hup {
+                c.drained = false;
+            }
+            c.hup |= ev.hup;
+            if ev.readable || ev.hup {
+                read(c, core);
+            }
+        }
+        self.settle(core, key);
     }
 
     fn drain(&mut self, core: &mut Core<P>) {
-        // Pick up what is already in receive buffers (in-flight requests), then close the
-        // connections that are idle; the rest close as soon as they become idle.
+        // Pick up what is already in receive buffers (requests sent before the signal), then
+        // let each lifecycle's deadlines (now with the drain grace) decide.
         for key in self.conns.keys() {
-            let ev = Event { token: key.to_u64(), readable: true, writable: true, hup: false, error: false };
-            if let Some(conn) = self.conns.get_mut(key) {
-                let next = conn.handle(core, ev);
-                self.finish(core, key, next);
+            let ev =
+                Event { token: token(self.kind, key, false), readable: true, writable: true, hup: false, error: false };
+            self.event(core, ev);
+            if let Some(c) = self.conns.get_mut(key) {
+                let env = env!(core, c.listener);
+                c.life.on_timer(&env, &mut core.stats.conn);
+                self.settle(core, key);
             }
         }
     }
 
-    fn sweep(&mut self, core: &mut Core<P>) {
-        let now = core.clock.now();
-        let idle = core.cfg.idle_timeout;
-        let mut expired = Vec::new();
-        for (key, c) in self.conns.iter_mut() {
-            let linger = match c.phase {
-                Phase::Lingering { until } => Some(until),
-                _ => None,
-            };
-            let open = matches!(c.phase, Phase::Open | Phase::Closing);
-            if let Some(reason) = crate::sweep_verdict(linger, open, c.last_active, now, idle) {
-                expired.push((key, reason));
+    fn timers(&mut self, core: &mut Core<P>) {
+        self.wheel.expire(core.clock.now(), &mut self.due);
+        let mut due = std::mem::take(&mut self.due);
+        for (key, tick) in due.drain(..) {
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            if c.armed != Some(tick) {
+                continue; // an older entry: the connection was armed again, earlier
             }
+            c.armed = None;
+            let env = env!(core, c.listener);
+            c.life.on_timer(&env, &mut core.stats.conn);
+            self.settle(core, key);
         }
-        for (key, reason) in expired {
-            self.close(core, key, reason);
-        }
+        self.due = due;
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.wheel.next_deadline()
     }
 
     fn close_all(&mut self, core: &mut Core<P>) {
         for key in self.conns.keys() {
-            self.close(core, key, CloseReason::Shutdown);
+            if let Some(c) = self.conns.get_mut(key) {
+                c.life.abort(CloseReason::Shutdown);
+            }
+            self.settle(core, key);
         }
     }
 }

@@ -1,50 +1,45 @@
-//! The io_uring worker: a completion loop, sibling of the readiness loop in
-//! [`crate::readiness`].
+//! The io_uring worker: a completion loop, sibling of the readiness loop.
 //!
 //! Readiness says "you may read now" and the worker then reads into its scratch buffer;
 //! completions say "this read happened, here are the bytes". So instead of registering
 //! interest, this loop keeps requests in flight in the kernel:
-//! - one multishot accept on the worker's listener;
+//! - one multishot accept per listening socket;
 //! - one multishot receive per connection that draws from the worker's provided-buffer ring
 //!   (an idle connection holds no receive buffer; buffers go back to the ring as soon as the
-//!   protocol has consumed them);
-//! - at most one send per connection, whose buffer the request owns until its completion while
-//!   new output collects in a second buffer.
+//!   lifecycle has consumed them);
+//! - at most one send per connection (per proxy socket), whose buffer the request owns until
+//!   its completion while new output collects in a second buffer.
 //!
-//! Each iteration is one `io_uring_enter`: submit everything queued, wait for a completion (a
-//! batch of them on a busy worker, for at most a few microseconds) or the next timer (sweep,
-//! accept back-off, shutdown deadline), then handle the completions as a batch and queue the
-//! sends they produced. Requests and their buffers live in the ring's op
-//! table (`ringpoll_sys::uring`), keyed by user_data; every raw pointer is handled there,
-//! this module is safe code.
+//! What to do with a connection is its lifecycle's decision (`ringpoll_proto::lifecycle`), as
+//! on the readiness backends; the handlers here translate it into ring operations. Each
+//! iteration is one `io_uring_enter`: submit everything queued, wait for completions or the
+//! next deadline, handle the completions as a batch and queue the sends they produced.
+//! Requests and their buffers live in the ring's op table (`ringpoll_sys::uring`), keyed by
+//! user_data; all `unsafe` is there.
 
 mod proxy;
 mod stream;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringpoll_proto::relay::Side;
-use ringpoll_proto::{echo::Echo, http::Http1};
-use tracing::{debug, warn};
-
-use crate::clock::Clock;
-use crate::config::{Config, Mode};
-use crate::stats::Counters;
-use crate::worker::{BackendError, WorkerCtx};
-use crate::{CloseReason, RateLimit, ServeError};
-use ringpoll_proto::OutBuf;
-use ringpoll_sys as sys;
+use ringpoll_proto::{echo::Echo, http::Http1, OutBuf};
 use ringpoll_sys::slab::Key;
 use ringpoll_sys::uring::{
     is_canceled, set_nodelay_inherited, Completion, OpId, Ring, RingConfig, SendBuf, SetupError,
 };
-use stream::Streams;
+use tracing::{debug, warn};
 
-/// Timeouts (idle, linger, shutdown) are checked at this granularity.
-const SWEEP_EVERY: Duration = Duration::from_millis(250);
+use crate::clock::Clock;
+use crate::config::{Config, Mode};
+use crate::ctx::{BackendError, ListenSocket, WorkerCtx};
+use crate::stats::Counters;
+use crate::{CloseReason, RateLimit, ServeError};
+
 /// After the shutdown deadline closed everything, how long cancelled requests may take.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound of the completions an enter waits to gather.
@@ -52,19 +47,27 @@ const MAX_BATCH: u32 = 32;
 /// Completion queue entries per submission queue entry: multishot requests (one receive per
 /// connection) post many completions per submission.
 const CQ_PER_SQ: u32 = 4;
+/// Longest sleep with nothing scheduled (the waker ends it at once on shutdown).
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
-/// What a request is for: the tag kept with it in the ring's op table, whose key is the
-/// request's user_data.
+/// Which stream handler a request belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Echo,
+    Http,
+}
+
+/// What a request is for: the tag kept with it in the ring's op table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// The multishot accept on the listener.
-    Accept,
+    /// The multishot accept on listening socket `n`.
+    Accept(usize),
     /// The poll on the wake-up eventfd (shutdown).
     Waker,
     /// A connection's multishot receive.
-    Recv(Key),
+    Recv(Kind, Key),
     /// A connection's send (the request owns the buffer).
-    Send(Key),
+    Send(Kind, Key),
     /// A proxy pair's connect to its upstream.
     Connect(Key),
     /// The multishot receive on one side of a proxy pair.
@@ -76,37 +79,72 @@ pub(crate) enum Op {
 /// What the loop lends to a handler on every call.
 pub(crate) struct Core {
     pub ring: Ring<Op>,
-    pub cfg: Config,
+    pub cfg: Arc<Config>,
     pub stats: Counters,
     pub clock: Clock,
-    /// Shutdown has started: close connections as soon as they are idle.
+    /// Shutdown has started.
     pub draining: bool,
 }
 
 /// Per-connection logic plugged into the completion loop.
 pub(crate) trait Handler {
-    /// A new connection was accepted.
-    fn accept(&mut self, core: &mut Core, stream: TcpStream);
+    /// A new connection accepted on listener `listener` of the configuration.
+    fn accept(&mut self, core: &mut Core, stream: TcpStream, listener: usize);
     /// A completion for one of the handler's requests.
     fn complete(&mut self, core: &mut Core, c: Completion<Op>);
     /// Every completion of this iteration was handled: queue the sends they produced.
     fn end_of_batch(&mut self, core: &mut Core);
     /// Live connections, including those waiting for their requests to end.
     fn live(&self) -> usize;
-    /// Shutdown started: finish what is pending and close everything that is idle.
+    /// Shutdown started: let the lifecycles decide with the drain in force.
     fn drain(&mut self, core: &mut Core);
-    /// Periodic: idle timeouts and lingering closes.
-    fn sweep(&mut self, core: &mut Core);
+    /// Run the deadlines that are due.
+    fn timers(&mut self, core: &mut Core);
+    /// When the next deadline is due.
+    fn next_deadline(&self) -> Option<Instant>;
     /// The shutdown deadline passed: close everything now.
     fn close_all(&mut self, core: &mut Core);
+    /// Once per loop iteration: publish what the handler counts beside `Core::stats`.
+    fn publish(&mut self, _core: &mut Core) {}
 }
 
-/// Run one io_uring worker until shutdown completes.
-pub(crate) fn run(ctx: WorkerCtx) -> Result<Counters, BackendError> {
-    match ctx.cfg.mode {
-        Mode::Echo => run_with(ctx, Streams::<Echo>::new()),
-        Mode::Http => run_with(ctx, Streams::<Http1>::new()),
-        Mode::Proxy => run_with(ctx, proxy::Proxies::new()),
+/// The three handlers of a worker.
+struct Mux {
+    echo: stream::Streams<Echo>,
+    http: stream::Streams<Http1>,
+    proxy: proxy::Proxies,
+}
+
+impl Mux {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Handler)) {
+        f(&mut self.echo);
+        f(&mut self.http);
+        f(&mut self.proxy);
+    }
+
+    fn live(&self) -> usize {
+        self.echo.live() + self.http.live() + self.proxy.live()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.echo.next_deadline(), self.http.next_deadline(), self.proxy.next_deadline()].into_iter().flatten().min()
+    }
+
+    fn accept(&mut self, core: &mut Core, s: TcpStream, listener: usize) {
+        match core.cfg.listeners[listener].mode {
+            Mode::Echo => self.echo.accept(core, s, listener),
+            Mode::Http => self.http.accept(core, s, listener),
+            Mode::Proxy => self.proxy.accept(core, s, listener),
+        }
+    }
+
+    fn complete(&mut self, core: &mut Core, c: Completion<Op>) {
+        match c.op {
+            Op::Recv(Kind::Echo, _) | Op::Send(Kind::Echo, _) => self.echo.complete(core, c),
+            Op::Recv(Kind::Http, _) | Op::Send(Kind::Http, _) => self.http.complete(core, c),
+            Op::Connect(_) | Op::RelayRecv(..) | Op::RelaySend(..) => self.proxy.complete(core, c),
+            Op::Accept(_) | Op::Waker => {}
+        }
     }
 }
 
@@ -149,51 +187,65 @@ fn setup_error(e: SetupError) -> BackendError {
     }
 }
 
-fn run_with<H: Handler>(mut ctx: WorkerCtx, mut handler: H) -> Result<Counters, BackendError> {
-    let cfg = ctx.cfg;
+/// Run one io_uring worker until shutdown completes.
+pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
+    let cfg = ctx.cfg.clone();
     let ring = Ring::new(ring_config(&cfg)).map_err(setup_error)?;
     debug!("worker {}: {}", ctx.index, ring.describe());
-    if let Err(e) = set_nodelay_inherited(&ctx.listener) {
-        warn!("TCP_NODELAY on the listener (inherited by accepted sockets): {e}");
+    for s in &ctx.sockets {
+        if let Err(e) = set_nodelay_inherited(&s.socket) {
+            warn!("TCP_NODELAY on a listener (inherited by accepted sockets): {e}");
+        }
     }
-    let syscalls_before = sys::syscalls();
-    let mut core = Core { ring, cfg, stats: Counters::default(), clock: Clock::new(), draining: false };
+    let syscalls_before = ringpoll_sys::syscalls();
+    let now = Instant::now();
+    let mut core = Core { ring, cfg: cfg.clone(), stats: Counters::default(), clock: Clock::new(), draining: false };
+    let mut mux = Mux {
+        echo: stream::Streams::new(Kind::Echo, now),
+        http: stream::Streams::new(Kind::Http, now),
+        proxy: proxy::Proxies::new(&ctx, now),
+    };
     let waker = ctx.waker.clone();
     let shutdown = ctx.shutdown.clone();
     let mut acceptor = Acceptor {
-        op: Some(core.ring.accept_multi(&ctx.listener, Op::Accept)),
-        listener: None,
-        cancelling: false,
+        sockets: Vec::new(),
         resume_at: None,
         log_limit: RateLimit::new(Duration::from_secs(1)),
         parked: VecDeque::new(),
     };
+    for (n, s) in ctx.sockets.iter().enumerate() {
+        let op = core.ring.accept_multi(&s.socket, Op::Accept(n));
+        acceptor.sockets.push(Accepting { socket: None, listener: s.listener, op: Some(op), cancelling: false });
+    }
     let mut waker_op = Some(core.ring.poll_readable(&*waker, Op::Waker));
-    // Submit now so that the accept is in the kernel before `listening on` is printed.
+    // Submit now so that the accepts are in the kernel before `listening on` is printed.
     core.ring.enter(Duration::ZERO, 1).map_err(|e| io::Error::new(e.kind(), format!("io_uring first submit: {e}")))?;
     ctx.ready();
-    acceptor.listener = Some(ctx.listener);
+    for (a, ListenSocket { socket, .. }) in acceptor.sockets.iter_mut().zip(std::mem::take(&mut ctx.sockets)) {
+        a.socket = Some(socket);
+    }
 
     let mut deadline: Option<Instant> = None;
     let mut reap_until: Option<Instant> = None;
-    let mut next_sweep = core.clock.now() + SWEEP_EVERY;
-    // Completions to gather per enter (beyond those of the sends just submitted): a quarter
-    // of the live connections, at most MAX_BATCH. A busy worker then handles its requests in
-    // a few large batches instead of waking up for each (the system call and the wake-up are
-    // paid per batch). A request that finds the worker short of a batch waits at most the
-    // ring's BATCH_WAIT (25 us) for company; below 8 connections nothing ever waits.
+    // Completions to gather per enter: half of what the last iteration handled, at most
+    // MAX_BATCH. A busy worker then handles its completions in large batches (the system
+    // call and the wake-up are paid per batch), waiting at most the ring's short batch wait
+    // for company; a worker with one active connection (however many idle ones) never waits
+    // for completions that are not coming.
     let mut batch = 1u32;
     loop {
         let now = core.clock.now();
-        let wake_at = [Some(next_sweep), acceptor.resume_at, deadline, reap_until].into_iter().flatten().min();
-        let wait = wake_at.map_or(SWEEP_EVERY, |t| t.saturating_duration_since(now));
+        let wake_at = [mux.next_deadline(), acceptor.resume_at, deadline, reap_until].into_iter().flatten().min();
+        let wait = wake_at.map_or(IDLE_WAIT, |t| t.saturating_duration_since(now));
         core.ring.enter(wait, batch).map_err(|e| io::Error::new(e.kind(), format!("io_uring enter: {e}")))?;
         core.clock.update();
         core.stats.wakeups += 1;
 
+        let mut handled = 0u32;
         while let Some(c) = core.ring.next_completion() {
+            handled += 1;
             match c.op {
-                Op::Accept => acceptor.complete(&mut core, &mut handler, c),
+                Op::Accept(n) => acceptor.complete(&mut core, &mut mux, n, c),
                 Op::Waker => {
                     waker_op = None;
                     if let Err(e) = waker.drain() {
@@ -204,36 +256,36 @@ fn run_with<H: Handler>(mut ctx: WorkerCtx, mut handler: H) -> Result<Counters, 
                             core.draining = true;
                             deadline = Some(core.clock.now() + cfg.shutdown_timeout);
                             acceptor.stop(&mut core);
-                            handler.drain(&mut core);
+                            mux.each(|h| h.drain(&mut core));
                         }
                     } else {
                         waker_op = Some(core.ring.poll_readable(&*waker, Op::Waker));
                     }
                 }
-                Op::Recv(_) | Op::Send(_) | Op::Connect(_) | Op::RelayRecv(..) | Op::RelaySend(..) => {
-                    handler.complete(&mut core, c);
-                }
+                _ => mux.complete(&mut core, c),
             }
         }
-        handler.end_of_batch(&mut core);
-        batch = (handler.live() / 4).clamp(1, MAX_BATCH as usize) as u32;
+        mux.each(|h| h.end_of_batch(&mut core));
+        batch = (handled / 2).clamp(1, MAX_BATCH);
 
         let now = core.clock.now();
-        acceptor.arm(&mut core, &mut handler);
-        if now >= next_sweep {
-            next_sweep = now + SWEEP_EVERY;
-            handler.sweep(&mut core);
-            handler.end_of_batch(&mut core);
-        }
+        acceptor.arm(&mut core, &mut mux);
+        mux.each(|h| {
+            h.timers(&mut core);
+            h.end_of_batch(&mut core);
+        });
         if core.draining {
-            if handler.live() == 0 && core.ring.in_flight() == usize::from(waker_op.is_some()) {
+            if mux.live() == 0 && core.ring.in_flight() == usize::from(waker_op.is_some()) {
                 break;
             }
             if deadline.is_some_and(|d| now >= d) {
                 deadline = None;
-                if handler.live() > 0 {
-                    warn!("shutdown deadline reached with {} connection(s) still busy: closing them", handler.live());
-                    handler.close_all(&mut core);
+                if mux.live() > 0 {
+                    warn!("shutdown deadline reached with {} connection(s) still busy: closing them", mux.live());
+                    mux.each(|h| {
+                        h.close_all(&mut core);
+                        h.end_of_batch(&mut core);
+                    });
                 }
                 reap_until = Some(now + REAP_TIMEOUT);
             }
@@ -242,46 +294,53 @@ fn run_with<H: Handler>(mut ctx: WorkerCtx, mut handler: H) -> Result<Counters, 
                 break;
             }
         }
-        core.stats.syscalls = sys::syscalls() - syscalls_before;
+        mux.each(|h| h.publish(&mut core));
+        core.stats.syscalls = ringpoll_sys::syscalls() - syscalls_before;
         core.stats.uring_zc_sends = core.ring.zero_copy_sends();
         ctx.counters.publish(&core.stats);
     }
-    core.stats.syscalls = sys::syscalls() - syscalls_before;
+    mux.each(|h| h.publish(&mut core));
+    core.stats.syscalls = ringpoll_sys::syscalls() - syscalls_before;
     core.stats.uring_zc_sends = core.ring.zero_copy_sends();
     ctx.counters.publish(&core.stats);
     Ok(core.stats)
 }
 
-/// The multishot accept and its listener.
-struct Acceptor {
-    listener: Option<TcpListener>,
+/// One listening socket and its multishot accept.
+struct Accepting {
+    socket: Option<std::net::TcpListener>,
+    listener: usize,
     op: Option<OpId>,
     /// A cancel was queued for `op` (max_conns or shutdown).
     cancelling: bool,
+}
+
+/// The multishot accepts of the worker's listening sockets.
+struct Acceptor {
+    sockets: Vec<Accepting>,
     /// Paused after EMFILE/ENFILE until this instant.
     resume_at: Option<Instant>,
     log_limit: RateLimit,
-    /// Connections the multishot accept completed after the worker reached `max_conns` (one
+    /// Connections the multishot accepts completed after the worker reached `max_conns` (one
     /// wake-up can accept a whole backlog before the cancel takes effect). They wait here, as
     /// they would have in the backlog, and are admitted in order as slots free up; the kernel
     /// backlog bounds how many there can be.
-    parked: VecDeque<TcpStream>,
+    parked: VecDeque<(TcpStream, usize)>,
 }
 
 impl Acceptor {
-    /// Admit parked connections while there is room, then arm the accept unless it is armed,
-    /// backing off, shut down or the worker is full.
-    fn arm<H: Handler>(&mut self, core: &mut Core, handler: &mut H) {
-        while !core.draining && handler.live() < core.cfg.max_conns {
-            let Some(stream) = self.parked.pop_front() else { break };
+    /// Admit parked connections while there is room, then arm the accepts that are not armed,
+    /// unless backing off, shut down or full.
+    fn arm(&mut self, core: &mut Core, mux: &mut Mux) {
+        while !core.draining && mux.live() < core.cfg.max_conns {
+            let Some((stream, listener)) = self.parked.pop_front() else { break };
             core.stats.accepted += 1;
-            handler.accept(core, stream);
+            mux.accept(core, stream, listener);
         }
-        let live = handler.live() + self.parked.len();
-        if core.draining || self.op.is_some() {
+        let live = mux.live() + self.parked.len();
+        if core.draining {
             return;
         }
-        let Some(listener) = &self.listener else { return };
         if let Some(t) = self.resume_at {
             if core.clock.now() < t {
                 return;
@@ -291,40 +350,53 @@ impl Acceptor {
         if live >= core.cfg.max_conns {
             return;
         }
-        self.op = Some(core.ring.accept_multi(listener, Op::Accept));
-        self.cancelling = false;
-    }
-
-    fn cancel(&mut self, core: &mut Core) {
-        if let Some(id) = self.op {
-            if !self.cancelling {
-                core.ring.cancel(id);
-                self.cancelling = true;
+        for (n, a) in self.sockets.iter_mut().enumerate() {
+            if a.op.is_none() {
+                if let Some(s) = &a.socket {
+                    a.op = Some(core.ring.accept_multi(s, Op::Accept(n)));
+                    a.cancelling = false;
+                }
             }
         }
     }
 
-    /// Shutdown: stop accepting; the listener closes once the accept has ended.
-    fn stop(&mut self, core: &mut Core) {
-        self.resume_at = None;
-        for stream in self.parked.drain(..) {
-            core.stats.accepted += 1;
-            CloseReason::Shutdown.count(&mut core.stats);
-            close(stream);
-        }
-        if self.op.is_some() {
-            self.cancel(core);
-        } else {
-            self.listener = None;
+    fn cancel_all(&mut self, core: &mut Core) {
+        for a in &mut self.sockets {
+            if let (Some(id), false) = (a.op, a.cancelling) {
+                core.ring.cancel(id);
+                a.cancelling = true;
+            }
         }
     }
 
-    fn complete<H: Handler>(&mut self, core: &mut Core, handler: &mut H, c: Completion<Op>) {
+    /// Shutdown: stop accepting; each socket closes once its accept has ended.
+    fn stop(&mut self, core: &mut Core) {
+        self.resume_at = None;
+        for (stream, _) in self.parked.drain(..) {
+            core.stats.accepted += 1;
+            core.stats.conn.count_close(CloseReason::Shutdown);
+            close(stream);
+        }
+        self.cancel_all(core);
+        for a in &mut self.sockets {
+            if a.op.is_none() {
+                if let Some(s) = a.socket.take() {
+                    close_listener(s);
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, core: &mut Core, mux: &mut Mux, n: usize, c: Completion<Op>) {
+        let Some(a) = self.sockets.get_mut(n) else { return };
+        let listener = a.listener;
         if !c.more {
-            self.op = None;
+            a.op = None;
             if core.draining {
-                self.listener = None;
-            } else if !self.cancelling {
+                if let Some(s) = a.socket.take() {
+                    close_listener(s);
+                }
+            } else if !a.cancelling {
                 core.stats.uring_rearms += 1;
             }
         }
@@ -332,14 +404,14 @@ impl Acceptor {
             Ok(_) => {
                 if let Some(stream) = c.accepted {
                     if core.draining {
+                        // Accepted just before the stop: serve it (its request may be on its way).
                         core.stats.accepted += 1;
-                        CloseReason::Shutdown.count(&mut core.stats);
-                        close(stream);
-                    } else if handler.live() >= core.cfg.max_conns || !self.parked.is_empty() {
-                        self.parked.push_back(stream);
+                        mux.accept(core, stream, listener);
+                    } else if mux.live() >= core.cfg.max_conns || !self.parked.is_empty() {
+                        self.parked.push_back((stream, listener));
                     } else {
                         core.stats.accepted += 1;
-                        handler.accept(core, stream);
+                        mux.accept(core, stream, listener);
                     }
                 }
             }
@@ -349,17 +421,22 @@ impl Acceptor {
                     crate::accept_failed(&e, &mut core.stats, &mut self.log_limit, core.clock.now())
                 {
                     self.resume_at = Some(resume_at);
-                    if c.more {
-                        self.cancel(core);
-                    }
+                    self.cancel_all(core);
                 }
             }
         }
-        if handler.live() >= core.cfg.max_conns && self.op.is_some() && !self.cancelling {
+        if mux.live() >= core.cfg.max_conns && self.sockets.iter().any(|a| a.op.is_some() && !a.cancelling) {
             if self.log_limit.allow(core.clock.now()) {
                 warn!("at --max-conns {} on this worker: not accepting until a connection closes", core.cfg.max_conns);
             }
-            self.cancel(core);
+            self.cancel_all(core);
         }
+    }
+}
+
+fn close_listener(s: std::net::TcpListener) {
+    // With --takeover the socket lives on in the new process: closing ours loses nothing.
+    if let Err(e) = ringpoll_sys::socket::close(s) {
+        debug!("closing a listener: {e}");
     }
 }

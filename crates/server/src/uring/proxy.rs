@@ -1,39 +1,44 @@
-//! The L4 proxy over the completion loop: each accepted client is paired with an upstream
-//! connection (round-robin per worker) made by an io_uring connect; both sockets live in one
+//! The L4 proxy over the completion loop: each accepted client is paired with an upstream its
+//! lifecycle ([`ProxyPair`]) chose, connected by an io_uring connect; both sockets live in one
 //! slab entry and their requests are told apart by the side in their [`Op`] tag.
 //!
-//! What to read, write, shut down or close is decided by the sans-IO [`Relay`], as on the
-//! readiness backends ([`crate::readiness::proxy`]); the relay runs in its counted mode, the
-//! bytes themselves being here, in flight or queued per destination socket:
-//! - each socket has a multishot receive from the worker's provided-buffer ring while the relay
-//!   wants it read (limited to the watermark headroom, cancelled when backpressure pauses it,
-//!   re-armed when the other side's output drained to the low watermark);
+//! The lifecycle decides what to read, connect, shut down or close; the relay inside it runs
+//! in its counted mode, the bytes themselves being here, in flight or queued per destination
+//! socket:
+//! - each socket has a multishot receive while the lifecycle wants it read (limited to the
+//!   watermark headroom, cancelled when backpressure pauses it);
 //! - received bytes are relayed without a copy when nothing else is queued for their
 //!   destination: the receive buffer itself is held out of the ring and sent as it is (the
-//!   default, `--uring-relay zero-copy`); otherwise, or with `--uring-relay copy`, they are
-//!   copied into the destination's output buffer, behind what is already queued;
-//! - at most one send per socket is in flight; what arrives meanwhile collects behind it, and
-//!   everything one batch of completions produced goes out in one send;
-//! - a FIN is forwarded (shutdown(SHUT_WR)) once everything for that side has been sent; the
-//!   pair closes when both directions are done, and at once (RST to both) on a reset or error.
+//!   default, `--uring-relay zero-copy`); otherwise they are copied into the destination's
+//!   output buffer, behind what is already queued;
+//! - bytes the relay buffered itself (a PROXY header to send first, what came with the client's
+//!   PROXY header) are handed over to the upstream's output buffer when the connect completes;
+//! - at most one send per socket is in flight; everything one batch of completions produced
+//!   goes out in one send.
 //!
 //! Closing cancels the pair's requests and closes the sockets once their completions are in.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use ringpoll_proto::relay::{Relay, Side};
-use ringpoll_proto::OutBuf;
-use tracing::{debug, warn};
-
-use super::{out_buf, send_buf, Core, Handler, Op};
-use crate::{CloseReason, RateLimit};
+use ringpoll_proto::lifecycle::pair::{PairAction, PairConfig, ProxyPair};
+use ringpoll_proto::lifecycle::wheel::{Tick, Wheel};
+use ringpoll_proto::relay::Side;
+use ringpoll_proto::upstream::Balancer;
+use ringpoll_proto::{CloseReason, OutBuf};
 use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
 use ringpoll_sys::uring::{is_canceled, is_no_buffers, Completion, HeldBuf, OpId};
+use tracing::{debug, warn};
+
+use super::{out_buf, send_buf, Core, Handler, Op};
+use crate::accesslog::{AccessLog, Record};
+use crate::ctx::WorkerCtx;
+use crate::stats::SharedUpstreams;
+use crate::RateLimit;
 
 /// Smallest byte limit of a receive arm (a tiny headroom would mean tiny receives).
 const MIN_RECV_LIMIT: usize = 4096;
@@ -43,8 +48,9 @@ const fn idx(side: Side) -> usize {
 }
 
 /// One socket of a pair and the requests on it.
+#[derive(Default)]
 struct Sock {
-    stream: TcpStream,
+    stream: Option<TcpStream>,
     recv: Option<OpId>,
     /// A cancel was queued for `recv` (backpressure, closing).
     recv_cancelled: bool,
@@ -52,10 +58,6 @@ struct Sock {
     recv_ended: bool,
     /// The buffer ring ran dry for this socket: it waits in `Proxies::starved`.
     starved: bool,
-    /// The peer sent FIN.
-    eof: bool,
-    /// Reading is paused by backpressure (for the counter).
-    paused: bool,
     /// The send in flight to this socket, and the bytes it carries.
     send: Option<OpId>,
     sending: usize,
@@ -68,79 +70,65 @@ struct Sock {
 }
 
 impl Sock {
-    fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            recv: None,
-            recv_cancelled: false,
-            recv_ended: false,
-            starved: false,
-            eof: false,
-            paused: false,
-            send: None,
-            sending: 0,
-            held: None,
-            out: OutBuf::new(),
-            spare: OutBuf::new(),
-        }
-    }
-
     fn has_output(&self) -> bool {
         self.held.is_some() || !self.out.is_empty()
     }
 
+    fn idle(&self) -> bool {
+        self.recv.is_none() && self.send.is_none()
+    }
+
     /// Hand the next output to the kernel unless a send is already in flight.
     fn start_send(&mut self, core: &mut Core, key: Key, side: Side) {
+        let Some(stream) = &self.stream else { return };
         if self.send.is_some() {
             return;
         }
         let op = Op::RelaySend(key, side);
         if let Some(h) = self.held.take() {
-            let len = h.len();
-            // Refused (and logged by the ring) only for another ring's buffer, which this
-            // worker never holds.
-            self.send = core.ring.send_held(&self.stream, h, op).ok();
-            self.sending = if self.send.is_some() { len } else { 0 };
+            self.sending = h.len();
+            match core.ring.send_held(stream, h, op) {
+                Ok(id) => self.send = Some(id),
+                Err(foreign) => warn!("a held buffer of another ring was refused: {foreign:?}"),
+            }
         } else if !self.out.is_empty() {
             let buf = std::mem::replace(&mut self.out, std::mem::take(&mut self.spare));
             self.sending = buf.len();
-            self.send = Some(core.ring.send(&self.stream, send_buf(buf), op));
+            self.send = Some(core.ring.send(stream, send_buf(buf), op));
         }
     }
-}
-
-struct Connecting {
-    /// The connect request (`None` once its completion is in).
-    op: Option<OpId>,
-    deadline: Instant,
-    upstream: usize,
-    retried: bool,
-    /// The deadline passed and the connect was cancelled.
-    timed_out: bool,
 }
 
 struct Pair {
     /// Indexed by [`Side`].
     socks: [Sock; 2],
-    relay: Relay,
-    connecting: Option<Connecting>,
+    life: ProxyPair,
+    listener: usize,
+    /// The connect in flight.
+    connect: Option<OpId>,
+    /// Upstream sockets of abandoned connects (timed out, cancelled), closed once their
+    /// connect's completion is in.
+    retired: Vec<(OpId, TcpStream)>,
     /// Counted as closed; the sockets close once no request uses them any more.
     closed: bool,
     /// In `Proxies::to_send`.
     queued: bool,
-    last_active: Instant,
+    timer: Option<Tick>,
 }
 
 impl Pair {
     fn idle(&self) -> bool {
-        self.socks.iter().all(|s| s.recv.is_none() && s.send.is_none())
-            && self.connecting.as_ref().is_none_or(|c| c.op.is_none())
+        self.socks.iter().all(Sock::idle) && self.connect.is_none() && self.retired.is_empty()
     }
 }
 
 pub(crate) struct Proxies {
     pairs: Slab<Pair>,
-    next_upstream: usize,
+    wheel: Wheel<Key>,
+    due: Vec<(Key, Tick)>,
+    balancers: Vec<Balancer>,
+    upstreams: Arc<SharedUpstreams>,
+    access_log: Option<AccessLog>,
     /// Pairs with output to send once the batch of completions is handled.
     to_send: Vec<Key>,
     /// Sockets whose receive ended with ENOBUFS, re-armed in order (see `uring::stream`).
@@ -151,73 +139,97 @@ pub(crate) struct Proxies {
     log_limit: RateLimit,
 }
 
+fn pair_cfg(core: &Core, listener: usize) -> &PairConfig {
+    &core.cfg.listeners[listener].pair
+}
+
+fn group(core: &Core, listener: usize) -> usize {
+    core.cfg.listeners[listener].group.unwrap_or(0)
+}
+
+fn upstream_addr(core: &Core, listener: usize, i: usize) -> Option<SocketAddr> {
+    core.cfg.groups.get(group(core, listener))?.upstreams.get(i).map(|u| u.addr)
+}
+
 impl Proxies {
-    pub fn new() -> Self {
+    pub fn new(ctx: &WorkerCtx, now: Instant) -> Self {
+        let balancers = ctx
+            .cfg
+            .groups
+            .iter()
+            .zip(&ctx.boards)
+            .map(|(g, board)| Balancer::new(&g.upstreams, g.strategy, g.passive, board.clone()))
+            .collect();
         Self {
             pairs: Slab::new(),
-            next_upstream: 0,
+            wheel: Wheel::new(now),
+            due: Vec::new(),
+            balancers,
+            upstreams: ctx.upstreams.clone(),
+            access_log: ctx.access_log.clone(),
             to_send: Vec::new(),
             starved: VecDeque::new(),
             held: 0,
-            log_limit: RateLimit::new(Duration::from_secs(1)),
+            log_limit: RateLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 
-    fn upstream_failed(&mut self, core: &mut Core, addr: SocketAddr, e: &io::Error) {
-        core.stats.upstream_failures += 1;
+    fn upstream_failed(&mut self, core: &Core, addr: Option<SocketAddr>, e: &io::Error) {
         if self.log_limit.allow(core.clock.now()) {
-            warn!("upstream {addr}: {e} ({} upstream failures so far)", core.stats.upstream_failures);
+            let a = addr.map_or_else(|| "?".into(), |a| a.to_string());
+            warn!("upstream {a}: {e} ({} upstream failures so far)", core.stats.upstream_failures + 1);
         }
     }
 
     fn release_held(&mut self, core: &mut Core, h: HeldBuf) {
         self.held -= 1;
-        // Refused (and logged by the ring) only for another ring's buffer, which this worker
-        // never holds.
-        let _ = core.ring.release(h);
+        if let Err(foreign) = core.ring.release(h) {
+            warn!("a held buffer of another ring was refused: {foreign:?}");
+        }
     }
 
-    /// Bring a pair's requests in line with its state after anything happened to it.
+    /// Carry out the pair's actions, then bring its requests in line with its state.
     fn settle(&mut self, core: &mut Core, key: Key) {
-        let Some(pair) = self.pairs.get_mut(key) else { return };
-        if pair.closed {
-            return self.release_if_done(core, key);
-        }
-        if pair.connecting.is_some() {
-            return;
-        }
-        for side in Side::BOTH {
-            if pair.relay.should_shutdown(side) {
-                if let Err(e) = socket::shutdown_write(&pair.socks[idx(side)].stream) {
-                    debug!("proxy {side:?} shutdown: {e}");
-                    pair.relay.reset();
-                    return self.close(core, key, CloseReason::Error);
+        loop {
+            let Some(pair) = self.pairs.get_mut(key) else { return };
+            if pair.closed {
+                return self.release_if_done(core, key);
+            }
+            let g = group(core, pair.listener);
+            let Some(bal) = self.balancers.get_mut(g) else { return };
+            match pair.life.next_action(core.clock.now(), bal, &mut core.stats.conn) {
+                PairAction::Continue => break,
+                PairAction::Connect(i) => self.connect(core, key, i),
+                PairAction::ShutdownWrite(side) => {
+                    let r = pair.socks[idx(side)].stream.as_ref().map_or(Ok(()), socket::shutdown_write);
+                    match r {
+                        Ok(()) => pair.life.on_shut_down(side, core.clock.now()),
+                        Err(e) => {
+                            debug!("proxy {side:?} shutdown: {e}");
+                            pair.life.on_error();
+                        }
+                    }
                 }
-                pair.relay.shut_down(side);
+                PairAction::Close(reason) => return self.close(core, key, reason),
             }
         }
-        if pair.relay.is_done() {
-            return self.close(core, key, CloseReason::Normal);
-        }
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        let high = pair_cfg(core, pair.listener).watermarks.high;
         for side in Side::BOTH {
-            let want = pair.relay.wants_read(side);
+            let want = pair.life.wants_read(side);
             // At most the watermark headroom per arm, so that data already on its way cannot
             // overshoot the high watermark.
-            let pending = pair.relay.outgoing_len(side.other());
-            let limit = (core.cfg.watermarks.high + 1).saturating_sub(pending).max(MIN_RECV_LIMIT);
+            let pending = pair.life.relay().outgoing_len(side.other());
+            let limit = (high + 1).saturating_sub(pending).max(MIN_RECV_LIMIT);
             let sock = &mut pair.socks[idx(side)];
-            let paused = !want && !sock.eof;
-            if paused && !sock.paused {
-                core.stats.backpressure_pauses += 1;
-            }
-            sock.paused = paused;
+            let Some(stream) = &sock.stream else { continue };
             match sock.recv {
                 None if want && !sock.starved => {
                     if std::mem::take(&mut sock.recv_ended) {
                         core.stats.uring_rearms += 1;
                     }
                     let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-                    sock.recv = Some(core.ring.recv_multi(&sock.stream, Op::RelayRecv(key, side), limit));
+                    sock.recv = Some(core.ring.recv_multi(stream, Op::RelayRecv(key, side), limit));
                 }
                 Some(id) if !want && !sock.recv_cancelled => {
                     core.ring.cancel(id);
@@ -230,40 +242,101 @@ impl Proxies {
             pair.queued = true;
             self.to_send.push(key);
         }
+        if let Some(at) = pair.life.deadline(core.clock.now(), pair_cfg(core, pair.listener)) {
+            let tick = self.wheel.tick_of(at);
+            if pair.timer.is_none_or(|t| tick < t) {
+                pair.timer = Some(self.wheel.insert(key, at));
+            }
+        }
+    }
+
+    /// Connect to upstream `i`, retiring an abandoned connect's socket.
+    fn connect(&mut self, core: &mut Core, key: Key, i: usize) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        let listener = pair.listener;
+        if let Some(old) = pair.socks[idx(Side::Upstream)].stream.take() {
+            match pair.connect.take() {
+                Some(id) => {
+                    core.ring.cancel(id);
+                    pair.retired.push((id, old));
+                }
+                None => core.ring.close(old),
+            }
+        }
+        let addr = upstream_addr(core, listener, i);
+        match addr.map(socket::stream_socket) {
+            Some(Ok(s)) => {
+                let Some(a) = addr else { return };
+                pair.connect = Some(core.ring.connect(&s, a, Op::Connect(key)));
+                pair.socks[idx(Side::Upstream)].stream = Some(s);
+            }
+            other => {
+                let e = match other {
+                    Some(Err(e)) => e,
+                    _ => io::Error::other("no such upstream"),
+                };
+                self.upstream_failed(core, addr, &e);
+                let g = group(core, listener);
+                if let (Some(pair), Some(bal)) = (self.pairs.get_mut(key), self.balancers.get_mut(g)) {
+                    pair.life.on_connect_failed(core.clock.now(), pair_cfg(core, listener), bal);
+                }
+            }
+        }
     }
 
     /// Count the close and cancel what is in flight; the sockets close when that has ended.
-    /// An error close resets both peers (SO_LINGER 0) instead of a clean FIN.
+    /// An abortive close resets both peers (SO_LINGER 0) instead of a clean FIN.
     fn close(&mut self, core: &mut Core, key: Key, reason: CloseReason) {
         let Some(pair) = self.pairs.get_mut(key) else { return };
         if pair.closed {
             return;
         }
         pair.closed = true;
-        reason.count(&mut core.stats);
+        core.stats.open_pairs -= 1;
+        let listener = pair.listener;
+        let upstream = pair.life.upstream();
+        let (up, down) = (pair.life.bytes_from(Side::Client), pair.life.bytes_from(Side::Upstream));
         let mut held = Vec::new();
         for sock in &mut pair.socks {
-            if reason == CloseReason::Error {
-                if let Err(e) = socket::set_linger_zero(&sock.stream) {
-                    debug!("SO_LINGER on a proxy socket: {e}");
+            if let Some(s) = &sock.stream {
+                if reason.is_abortive() {
+                    if let Err(e) = socket::set_linger_zero(s) {
+                        debug!("SO_LINGER on a proxy socket: {e}");
+                    }
                 }
             }
-            if let Some(id) = sock.recv {
-                if !sock.recv_cancelled {
-                    core.ring.cancel(id);
-                    sock.recv_cancelled = true;
-                }
+            if let (Some(id), false) = (sock.recv, sock.recv_cancelled) {
+                core.ring.cancel(id);
+                sock.recv_cancelled = true;
             }
             if let Some(id) = sock.send {
                 core.ring.cancel(id);
             }
             held.extend(sock.held.take());
         }
-        if let Some(id) = pair.connecting.as_ref().and_then(|c| c.op) {
+        if let Some(id) = pair.connect {
             core.ring.cancel(id);
         }
+        let client = pair.life.client();
+        let local = pair.life.local();
+        let duration = core.clock.now().saturating_duration_since(pair.life.started());
         for h in held {
             self.release_held(core, h);
+        }
+        if let (Some(i), Some(bal)) = (upstream, self.balancers.get_mut(group(core, listener))) {
+            bal.account_bytes(i, up, down);
+        }
+        if let Some(log) = &self.access_log {
+            log.log(Record {
+                end: SystemTime::now(),
+                client,
+                listener: local,
+                upstream: upstream.and_then(|i| upstream_addr(core, listener, i)),
+                bytes_up: up,
+                bytes_down: down,
+                duration,
+                reason,
+            });
         }
         self.release_if_done(core, key);
     }
@@ -272,71 +345,57 @@ impl Proxies {
         if self.pairs.get(key).is_some_and(|p| p.closed && p.idle()) {
             if let Some(pair) = self.pairs.remove(key) {
                 for sock in pair.socks {
-                    core.ring.close(OwnedFd::from(sock.stream));
+                    if let Some(s) = sock.stream {
+                        core.ring.close(s);
+                    }
                 }
             }
         }
     }
 
-    /// Connect failed or timed out: try the next upstream once, else close the client.
-    fn retry_or_close(&mut self, core: &mut Core, key: Key, e: &io::Error) {
-        let Some((failed, retried)) =
-            self.pairs.get(key).and_then(|p| p.connecting.as_ref()).map(|c| (c.upstream, c.retried))
-        else {
-            return;
-        };
-        let ups = core.cfg.upstreams;
-        self.upstream_failed(core, ups[failed], e);
-        if retried || ups.len() < 2 {
-            return self.close(core, key, CloseReason::Error);
-        }
-        let i = (failed + 1) % ups.len();
-        let stream = match socket::stream_socket(ups[i]) {
-            Ok(s) => s,
-            Err(e) => {
-                self.upstream_failed(core, ups[i], &e);
-                return self.close(core, key, CloseReason::Error);
-            }
-        };
-        let Some(pair) = self.pairs.get_mut(key) else { return };
-        let op = core.ring.connect(&stream, ups[i], Op::Connect(key));
-        // The failed socket has no request left (its connect just ended).
-        let old = std::mem::replace(&mut pair.socks[idx(Side::Upstream)].stream, stream);
-        core.ring.close(OwnedFd::from(old));
-        let deadline = core.clock.now() + core.cfg.connect_timeout;
-        pair.connecting = Some(Connecting { op: Some(op), deadline, upstream: i, retried: true, timed_out: false });
-    }
-
     fn on_connect(&mut self, core: &mut Core, key: Key, c: &Completion<Op>) {
         let Some(pair) = self.pairs.get_mut(key) else { return };
-        let timed_out = match pair.connecting.as_mut() {
-            Some(conn) if conn.op == Some(c.id) => {
-                conn.op = None;
-                conn.timed_out
-            }
-            _ => return,
-        };
+        if let Some(pos) = pair.retired.iter().position(|(id, _)| *id == c.id) {
+            // An abandoned connect ended: its socket can go.
+            let (_, s) = pair.retired.swap_remove(pos);
+            core.ring.close(s);
+            return self.release_if_done(core, key);
+        }
+        if pair.connect != Some(c.id) {
+            return;
+        }
+        pair.connect = None;
         if pair.closed {
             return self.release_if_done(core, key);
         }
+        let listener = pair.listener;
+        let g = group(core, listener);
+        let Some(bal) = self.balancers.get_mut(g) else { return };
         match &c.result {
             Ok(_) => {
-                pair.connecting = None;
-                pair.relay.connected();
-                pair.last_active = core.clock.now();
-                // Whatever the client sent meanwhile is waiting: the receives start now.
-                self.settle(core, key);
+                pair.life.on_connected(core.clock.now(), pair_cfg(core, listener), bal);
+                // Bytes the relay holds (a PROXY header, what came with the client's) go first.
+                if let Some(bytes) = pair.life.relay_mut().hand_over(Side::Upstream) {
+                    pair.socks[idx(Side::Upstream)].out.extend_from_slice(&bytes);
+                }
             }
-            Err(e) if timed_out && is_canceled(e) => {
-                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                self.retry_or_close(core, key, &e);
+            Err(e) => {
+                let e = if is_canceled(e) {
+                    io::Error::new(io::ErrorKind::TimedOut, "connect cancelled")
+                } else {
+                    io::Error::new(e.kind(), e.to_string())
+                };
+                let addr = pair.life.upstream().and_then(|i| upstream_addr(core, listener, i));
+                pair.life.on_connect_failed(core.clock.now(), pair_cfg(core, listener), bal);
+                self.upstream_failed(core, addr, &e);
             }
-            Err(e) => self.retry_or_close(core, key, e),
         }
+        self.settle(core, key);
     }
 
     fn on_recv(&mut self, core: &mut Core, key: Key, side: Side, c: &Completion<Op>) {
         let Some(pair) = self.pairs.get_mut(key) else { return };
+        let now = core.clock.now();
         let sock = &mut pair.socks[idx(side)];
         if !c.more {
             sock.recv = None;
@@ -346,19 +405,21 @@ impl Proxies {
         match &c.result {
             Ok(0) => {
                 sock.recv_ended = false;
-                sock.eof = true;
                 if !pair.closed {
-                    pair.relay.received_eof(side);
-                    pair.last_active = core.clock.now();
+                    pair.life.received_eof(side, now);
                 }
             }
             Ok(_) if pair.closed => {}
+            Ok(_) if !pair.life.is_relaying() => {
+                // A PROXY header being read: the lifecycle parses a copy.
+                pair.life.received(side, core.ring.data(c), now, &mut core.stats.conn);
+            }
             Ok(_) => {
-                pair.last_active = core.clock.now();
+                let dst = &pair.socks[idx(side.other())];
                 let zero_copy = core.cfg.uring.zero_copy_relay
                     && self.held < usize::from(core.cfg.uring.buf_count) / 2
-                    && !pair.socks[idx(side.other())].has_output()
-                    && pair.socks[idx(side.other())].send.is_none();
+                    && !dst.has_output()
+                    && dst.send.is_none();
                 let held = if zero_copy { core.ring.hold(c) } else { None };
                 let dst = &mut pair.socks[idx(side.other())];
                 let n = match held {
@@ -374,24 +435,22 @@ impl Proxies {
                         data.len()
                     }
                 };
-                core.stats.bytes_in += n as u64;
-                core.stats.requests += 1;
-                pair.relay.received_piped(side, n);
+                pair.life.received_counted(side, n, now, &mut core.stats.conn);
             }
             Err(e) if is_no_buffers(e) => {
                 core.stats.uring_enobufs += 1;
+                let sock = &mut pair.socks[idx(side)];
                 if !sock.starved {
                     sock.starved = true;
                     self.starved.push_back((key, side));
                 }
             }
-            Err(e) if is_canceled(e) => sock.recv_ended = false,
+            Err(e) if is_canceled(e) => pair.socks[idx(side)].recv_ended = false,
             Err(e) => {
-                sock.recv_ended = false;
+                pair.socks[idx(side)].recv_ended = false;
                 if !pair.closed {
                     debug!("proxy {side:?} recv: {e}");
-                    pair.relay.reset();
-                    return self.close(core, key, CloseReason::Error);
+                    pair.life.on_error();
                 }
             }
         }
@@ -407,6 +466,7 @@ impl Proxies {
             }
             return;
         };
+        let now = core.clock.now();
         let sock = &mut pair.socks[idx(side)];
         sock.send = None;
         let carried = std::mem::take(&mut sock.sending);
@@ -419,86 +479,72 @@ impl Proxies {
                 (0, true)
             }
         };
-        core.stats.bytes_out += n as u64;
         let resend = !pair.closed && !failed;
         // The rest of a short send goes first, before anything collected since.
-        if let Some(mut buf) = sent.map(out_buf) {
+        if let Some(buf) = sent {
+            let mut buf = out_buf(buf);
             buf.advance(n);
             if buf.is_empty() {
                 sock.spare = buf;
             } else if resend {
-                sock.sending = buf.len();
-                sock.send = Some(core.ring.send(&sock.stream, send_buf(buf), Op::RelaySend(key, side)));
+                if let Some(stream) = &sock.stream {
+                    sock.sending = buf.len();
+                    sock.send = Some(core.ring.send(stream, send_buf(buf), Op::RelaySend(key, side)));
+                }
             }
         }
         let mut done_with = None;
         if let Some(mut h) = held {
             h.advance(n);
-            if resend && !h.is_empty() {
-                let len = h.len();
-                // Refused (and logged) only for another ring's buffer: never here.
-                sock.send = core.ring.send_held(&sock.stream, h, Op::RelaySend(key, side)).ok();
-                sock.sending = if sock.send.is_some() { len } else { 0 };
-            } else {
-                done_with = Some(h);
+            match (&sock.stream, resend && !h.is_empty()) {
+                (Some(stream), true) => {
+                    sock.sending = h.len();
+                    match core.ring.send_held(stream, h, Op::RelaySend(key, side)) {
+                        Ok(id) => sock.send = Some(id),
+                        Err(foreign) => warn!("a held buffer of another ring was refused: {foreign:?}"),
+                    }
+                }
+                _ => done_with = Some(h),
             }
         }
         let closed = pair.closed;
         if !closed {
-            pair.relay.sent_piped(side, n);
-            if n > 0 {
-                pair.last_active = core.clock.now();
-            }
+            pair.life.sent_counted(side, n, now, &mut core.stats.conn);
             if failed {
-                pair.relay.reset();
+                pair.life.on_error();
             }
         }
         if let Some(h) = done_with {
             self.release_held(core, h);
         }
-        if closed {
-            self.release_if_done(core, key);
-        } else if failed {
-            self.close(core, key, CloseReason::Error);
-        } else {
-            self.settle(core, key);
-        }
+        self.settle(core, key);
     }
 }
 
 impl Handler for Proxies {
-    fn accept(&mut self, core: &mut Core, client: TcpStream) {
+    fn accept(&mut self, core: &mut Core, client: TcpStream, listener: usize) {
         // TCP_NODELAY is inherited from the listener.
-        let ups = core.cfg.upstreams;
-        let i = self.next_upstream % ups.len();
-        self.next_upstream = self.next_upstream.wrapping_add(1);
-        let upstream = match socket::stream_socket(ups[i]) {
-            Ok(s) => s,
+        let (peer, local) = match socket::addresses(&client) {
+            Ok(a) => a,
             Err(e) => {
-                self.upstream_failed(core, ups[i], &e);
-                CloseReason::Error.count(&mut core.stats);
-                core.ring.close(OwnedFd::from(client));
-                return;
+                debug!("addresses of an accepted socket: {e}");
+                core.stats.conn.count_close(CloseReason::Error);
+                return core.ring.close(client);
             }
         };
-        let key = self.pairs.vacant_key();
-        let op = core.ring.connect(&upstream, ups[i], Op::Connect(key));
-        let now = core.clock.now();
-        let inserted = self.pairs.insert(Pair {
-            socks: [Sock::new(client), Sock::new(upstream)],
-            relay: Relay::new(core.cfg.watermarks),
-            connecting: Some(Connecting {
-                op: Some(op),
-                deadline: now + core.cfg.connect_timeout,
-                upstream: i,
-                retried: false,
-                timed_out: false,
-            }),
+        let life = ProxyPair::new(core.clock.now(), pair_cfg(core, listener), peer, local);
+        let key = self.pairs.insert(Pair {
+            socks: [Sock { stream: Some(client), ..Sock::default() }, Sock::default()],
+            life,
+            listener,
+            connect: None,
+            retired: Vec::new(),
             closed: false,
             queued: false,
-            last_active: now,
+            timer: None,
         });
-        debug_assert_eq!(inserted, key);
+        core.stats.open_pairs += 1;
+        self.settle(core, key);
     }
 
     fn complete(&mut self, core: &mut Core, c: Completion<Op>) {
@@ -540,34 +586,50 @@ impl Handler for Proxies {
         // deadline closes them (an L4 proxy cannot tell an idle pair from a waiting one).
     }
 
-    fn sweep(&mut self, core: &mut Core) {
-        let now = core.clock.now();
-        let idle = core.cfg.idle_timeout;
-        let mut expired = Vec::new();
-        for (key, p) in self.pairs.iter_mut() {
-            if p.closed {
+    fn timers(&mut self, core: &mut Core) {
+        self.wheel.expire(core.clock.now(), &mut self.due);
+        let mut due = std::mem::take(&mut self.due);
+        for (key, tick) in due.drain(..) {
+            let Some(pair) = self.pairs.get_mut(key) else { continue };
+            if pair.timer != Some(tick) || pair.closed {
                 continue;
             }
-            match &mut p.connecting {
-                Some(c) if now >= c.deadline => {
-                    // The connect's completion (ECANCELED) retries or closes.
-                    if let (false, Some(id)) = (c.timed_out, c.op) {
-                        c.timed_out = true;
-                        core.ring.cancel(id);
-                    }
-                }
-                _ if idle.is_some_and(|t| now.saturating_duration_since(p.last_active) >= t) => expired.push(key),
-                _ => {}
+            pair.timer = None;
+            let (listener, upstream) = (pair.listener, pair.life.upstream());
+            let g = group(core, listener);
+            let Some(bal) = self.balancers.get_mut(g) else { continue };
+            if pair.life.on_timer(core.clock.now(), pair_cfg(core, listener), bal) {
+                let addr = upstream.and_then(|i| upstream_addr(core, listener, i));
+                self.upstream_failed(core, addr, &io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
             }
+            self.settle(core, key);
         }
-        for key in expired {
-            self.close(core, key, CloseReason::Idle);
-        }
+        self.due = due;
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.wheel.next_deadline()
     }
 
     fn close_all(&mut self, core: &mut Core) {
         for key in self.pairs.keys() {
-            self.close(core, key, CloseReason::Shutdown);
+            if let Some(pair) = self.pairs.get_mut(key) {
+                pair.life.abort(CloseReason::Shutdown);
+            }
+            self.settle(core, key);
         }
+    }
+
+    fn publish(&mut self, core: &mut Core) {
+        let now = core.clock.now();
+        let mut failures = 0;
+        for (g, bal) in self.balancers.iter().enumerate() {
+            for i in 0..bal.len() {
+                let s = bal.stats(i);
+                failures += s.failures;
+                self.upstreams.publish(g, i, &s, bal.is_usable(i, now));
+            }
+        }
+        core.stats.upstream_failures = failures;
     }
 }
