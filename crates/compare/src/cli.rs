@@ -85,9 +85,13 @@ pub struct CompareArgs {
     /// Do not pin (machines with one CPU are never pinned).
     #[arg(long)]
     pub no_pin: bool,
-    /// Idle connection counts for `--suite idle` (500 gives select a point below its cap).
-    #[arg(long, value_delimiter = ',', default_value = "0,500,1000,5000,15000")]
+    /// Idle connection counts for `--suite idle` (200 gives select a point below its cap;
+    /// include 0: every level is compared with it).
+    #[arg(long, value_delimiter = ',', default_value = "0,200,1000,10000")]
     pub idle_levels: Vec<usize>,
+    /// Active ping-pong connection counts for `--suite idle` (each with every idle level).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub active_levels: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -203,8 +207,17 @@ impl CompareArgs {
             bail!("--suite idle compares ringpoll's backends only (leave out --with-peers/--peers)");
         }
 
-        let builtin =
-            if suite == Suite::Idle { matrix::idle_workloads(&self.idle_levels) } else { matrix::main_workloads() };
+        if self.active_levels.is_empty() || self.active_levels.contains(&0) {
+            bail!("--active-levels: give one or more counts of at least 1 (e.g. 1,8,64)");
+        }
+        if self.idle_levels.is_empty() {
+            bail!("--idle-levels: give one or more counts (e.g. 0,200,1000,10000)");
+        }
+        let builtin = if suite == Suite::Idle {
+            matrix::idle_workloads(&self.idle_levels, &self.active_levels)
+        } else {
+            matrix::main_workloads()
+        };
         let names: Vec<String> = builtin.iter().map(|w| w.name.clone()).collect();
         for w in &self.workloads {
             if !names.contains(w) {
@@ -335,6 +348,7 @@ mod tests {
             (vec!["--repeat", "0"], "--rounds must be at least 1"),
             (vec!["--sweep", "rate", "--suite", "idle"], "cannot be combined"),
             (vec!["--target-ci", "5%", "--sweep", "conns"], "--target-ci applies"),
+            (vec!["--suite", "idle", "--active-levels", "0,8"], "--active-levels"),
             (vec!["--workload", "echo size=1KiB name=echo-64B-c64", "--workloads", "echo-64B-c64"], "is taken"),
         ] {
             let e = check(&args).unwrap_err().to_string();
@@ -344,6 +358,13 @@ mod tests {
         assert_eq!(o.workloads.len(), 1, "--workload alone replaces the built-in matrix");
         let o = check(&["--workload", "http conns=8", "--workloads", "echo-64B-c64"]).unwrap();
         assert_eq!(o.workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["echo-64B-c64", "http-c8"]);
+        let o = check(&["--suite", "idle"]).unwrap();
+        assert_eq!(o.workloads.len(), 12, "1, 8 and 64 active, each at 0, 200, 1000 and 10000 idle");
+        let o = check(&["--suite", "idle", "--active-levels", "1", "--idle-levels", "0,200"]).unwrap();
+        assert_eq!(
+            o.workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["echo-64B-c1-idle0", "echo-64B-c1-idle200"]
+        );
         let o = check(&["--target-ci", "5%"]).unwrap();
         assert_eq!(o.max_time, Some(Duration::from_secs(1800)));
         assert!(o.server_cpu.is_none(), "--no-pin");

@@ -112,12 +112,18 @@ pub fn main_workloads() -> Vec<Workload> {
     ]
 }
 
-/// The idle-connection experiment: 64 active ping-pong connections plus `idle` idle ones.
+/// The idle-connection experiment: `active` ping-pong connections (64-byte echo) plus `idle`
+/// idle ones, for every pair of levels, grouped by active count.
 #[must_use]
-pub fn idle_workloads(levels: &[usize]) -> Vec<Workload> {
-    levels
+pub fn idle_workloads(idle_levels: &[usize], active_levels: &[usize]) -> Vec<Workload> {
+    active_levels
         .iter()
-        .map(|&idle| Workload { idle, ..Workload::new(&format!("echo-64B-c64-idle{idle}"), Proto::Echo, 64, 64, 1) })
+        .flat_map(|&active| {
+            idle_levels.iter().map(move |&idle| Workload {
+                idle,
+                ..Workload::new(&format!("echo-64B-c{active}-idle{idle}"), Proto::Echo, 64, active, 1)
+            })
+        })
         .collect()
 }
 
@@ -225,6 +231,11 @@ mod tests {
         assert!(Server::Nginx.serves(Proto::Http) && !Server::Nginx.serves(Proto::Proxy));
         assert!(Server::NginxStream.serves(Proto::Proxy));
         assert!(Server::Ringpoll { backend: "epoll".into() }.serves(Proto::Proxy));
-        assert_eq!(idle_workloads(&[0, 1000])[1].idle, 1000);
+        let idle = idle_workloads(&[0, 1000], &[1, 64]);
+        assert_eq!(
+            idle.iter().map(|w| (w.conns, w.idle)).collect::<Vec<_>>(),
+            [(1, 0), (1, 1000), (64, 0), (64, 1000)]
+        );
+        assert_eq!(idle[3].name, "echo-64B-c64-idle1000", "the 64-active names are those of earlier runs");
     }
 }

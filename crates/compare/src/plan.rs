@@ -87,6 +87,26 @@ pub fn members(servers: &[Server], w: &Workload, wrk: bool, conns: usize, skippe
     out
 }
 
+/// The workloads that share their rounds, as indices into `plan`: with `interleave` (the
+/// idle experiment), consecutive workloads that differ only in their idle connections form
+/// one group, so that each is compared with its zero-idle twin in paired rounds; otherwise
+/// every workload is its own group.
+#[must_use]
+pub fn groups(plan: &[(Workload, Vec<Member>)], interleave: bool) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, (w, _)) in plan.iter().enumerate() {
+        let same = |j: usize| {
+            let v = &plan[j].0;
+            (v.proto, v.size, v.conns, v.depth, v.net) == (w.proto, w.size, w.conns, w.depth, w.net)
+        };
+        match out.last_mut() {
+            Some(g) if interleave && same(g[0]) => g.push(i),
+            _ => out.push(vec![i]),
+        }
+    }
+    out
+}
+
 /// The shuffled order of round `round` of workload number `wi` (deterministic in the seed,
 /// so that a resumed run continues the same plan).
 #[must_use]
@@ -110,6 +130,14 @@ mod tests {
         let mut o = order(6, 1, 2, 3);
         o.sort_unstable();
         assert_eq!(o, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_idle_experiment_interleaves_idle_levels_of_one_active_count() {
+        let plan: Vec<(Workload, Vec<Member>)> =
+            crate::matrix::idle_workloads(&[0, 200], &[1, 8]).into_iter().map(|w| (w, Vec::new())).collect();
+        assert_eq!(groups(&plan, true), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(groups(&plan, false), vec![vec![0], vec![1], vec![2], vec![3]]);
     }
 
     #[test]
