@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ringpoll_load::units::parse_duration;
 
-use crate::matrix::{self, Net, Workload, PEERS};
+use crate::matrix::{self, Net, Server, Workload, PEERS};
 use crate::workload::parse_workload;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -36,6 +36,12 @@ pub struct CompareArgs {
     /// Comma-separated backends to run (default: every backend this machine can run).
     #[arg(long, value_delimiter = ',')]
     pub backends: Vec<String>,
+    /// A backend with extra `ringpoll serve` flags as a row of its own, for an A/B of one
+    /// technique: 'NAME=BACKEND FLAGS...', e.g. 'fixed-on=uring --uring-fixed-files on'
+    /// (repeatable). Each variant is compared with the first variant of its backend; with
+    /// variants, the plain backends run only if --backends names them.
+    #[arg(long = "variant", value_name = "SPEC", value_parser = crate::matrix::parse_variant)]
+    pub variants: Vec<Server>,
     /// Comma-separated reference servers to add: tokio, monoio, nginx (see --with-peers).
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
@@ -142,6 +148,8 @@ pub struct Options {
     pub out: PathBuf,
     pub workloads: Vec<Workload>,
     pub backends: Vec<String>,
+    /// `--variant` rows.
+    pub variants: Vec<Server>,
     /// Peers asked for by name (`--peers`), or every peer (`--with-peers`).
     pub peers: Vec<String>,
     pub all_peers: bool,
@@ -202,6 +210,14 @@ impl CompareArgs {
             if !PEERS.contains(&p.as_str()) {
                 bail!("--peers: unknown peer '{p}' (valid: {})", PEERS.join(", "));
             }
+        }
+        let mut names: Vec<String> = Vec::new();
+        for v in &self.variants {
+            let n = v.name();
+            if names.contains(&n) || crate::BACKENDS.contains(&n.as_str()) || PEERS.contains(&n.as_str()) {
+                bail!("--variant: the name '{n}' is taken (give each variant its own name)");
+            }
+            names.push(n);
         }
         if suite == Suite::Idle && (self.with_peers || !self.peers.is_empty()) {
             bail!("--suite idle compares ringpoll's backends only (leave out --with-peers/--peers)");
@@ -294,6 +310,7 @@ impl CompareArgs {
             out: self.out.clone(),
             workloads,
             backends: self.backends.clone(),
+            variants: self.variants.clone(),
             peers: self.peers.clone(),
             all_peers: self.with_peers,
             veth: self.net == Net::Veth,
@@ -349,6 +366,9 @@ mod tests {
             (vec!["--sweep", "rate", "--suite", "idle"], "cannot be combined"),
             (vec!["--target-ci", "5%", "--sweep", "conns"], "--target-ci applies"),
             (vec!["--suite", "idle", "--active-levels", "0,8"], "--active-levels"),
+            (vec!["--variant", "on=uring --x", "--variant", "on=uring"], "the name 'on' is taken"),
+            (vec!["--variant", "epoll=epoll"], "the name 'epoll' is taken"),
+            (vec!["--variant", "on=kqueue"], "unknown backend 'kqueue'"),
             (vec!["--workload", "echo size=1KiB name=echo-64B-c64", "--workloads", "echo-64B-c64"], "is taken"),
         ] {
             let e = check(&args).unwrap_err().to_string();

@@ -18,8 +18,10 @@ pub struct Member {
 /// are listed in `skipped` with the reason. Returns whether wrk rows are added.
 pub fn servers(opts: &Options, ringpoll: &std::path::Path, skipped: &mut Vec<String>) -> (Vec<Server>, bool) {
     let mut servers = Vec::new();
+    // With variants, the plain backends run only when named.
+    let all_backends = opts.backends.is_empty() && opts.variants.is_empty();
     for name in crate::BACKENDS {
-        if !opts.backends.is_empty() && !opts.backends.iter().any(|x| x == name) {
+        if !all_backends && !opts.backends.iter().any(|x| x == name) {
             continue;
         }
         match measure::backend_available(ringpoll, name) {
@@ -33,6 +35,13 @@ pub fn servers(opts: &Options, ringpoll: &std::path::Path, skipped: &mut Vec<Str
                 }
             }
             Err(e) => skipped.push(format!("{name}: {e}")),
+        }
+    }
+    for v in &opts.variants {
+        let Server::RingpollVariant { backend, .. } = v else { continue };
+        match measure::backend_available(ringpoll, backend) {
+            Ok(()) => servers.push(v.clone()),
+            Err(e) => skipped.push(format!("{}: {e}", v.name())),
         }
     }
     let wanted = |p: &str| opts.all_peers || opts.peers.iter().any(|x| x == p);
@@ -71,7 +80,9 @@ pub fn servers(opts: &Options, ringpoll: &std::path::Path, skipped: &mut Vec<Str
 pub fn members(servers: &[Server], w: &Workload, wrk: bool, conns: usize, skipped: &mut Vec<String>) -> Vec<Member> {
     let mut out = Vec::new();
     for s in servers.iter().filter(|s| s.serves(w.proto)) {
-        if matches!(s, Server::Ringpoll { backend } if backend == "select") && conns + w.idle > SELECT_MAX_CONNS {
+        let select =
+            matches!(s, Server::Ringpoll { backend } | Server::RingpollVariant { backend, .. } if backend == "select");
+        if select && conns + w.idle > SELECT_MAX_CONNS {
             let why = format!("select on {}: {} connections exceed FD_SETSIZE", w.name, conns + w.idle);
             if !skipped.contains(&why) {
                 skipped.push(why);

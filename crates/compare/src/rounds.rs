@@ -123,7 +123,7 @@ pub fn run(
                     return Ok(Ended::Interrupted);
                 }
                 let (server, loadgen) = (results.cells[i].server.clone(), results.cells[i].loadgen);
-                match measure::measure(setup, &server, w, loadgen, None) {
+                match measure::measure(setup, &server, w, loadgen, w.rate.map(|r| r as f64)) {
                     Ok(mut r) => {
                         r.round = round;
                         let c = &mut results.cells[i];
