@@ -297,20 +297,21 @@ impl<T: Copy> Ring<T> {
     pub fn send_held(&mut self, sock: &impl RingFd, held: HeldBuf, op: T) -> Result<OpId, ForeignBuf> {
         self.check_owner(&held)?;
         let t = self.target(sock);
-        let pieces: Vec<tokens::Seg> = held.pending().collect();
-        let (e, owned) = match pieces.as_slice() {
-            [] | [_] => {
-                let (ptr, len) = pieces.first().map_or((std::ptr::null(), 0), |s| (self.bufs.addr(*s), s.len));
-                (ops::send(t, ptr, len, false), Owned::Held(held))
-            }
-            many => {
-                let iov: Box<[libc::iovec]> = many
-                    .iter()
-                    .map(|s| libc::iovec { iov_base: self.bufs.addr(*s).cast_mut().cast(), iov_len: s.len as usize })
-                    .collect();
-                let msg = Msg::new(iov);
-                (ops::sendmsg(t, &msg.hdr), Owned::HeldMsg(held, msg))
-            }
+        let (first, more) = {
+            let mut pending = held.pending();
+            (pending.next(), pending.next().is_some())
+        };
+        let (e, owned) = if more {
+            let iov: Box<[libc::iovec]> = held
+                .pending()
+                .map(|s| libc::iovec { iov_base: self.bufs.addr(s).cast_mut().cast(), iov_len: s.len as usize })
+                .collect();
+            let msg = Msg::new(iov);
+            (ops::sendmsg(t, &msg.hdr), Owned::HeldMsg(held, msg))
+        } else {
+            // One piece (or none left): a plain send, no allocation.
+            let (ptr, len) = first.map_or((std::ptr::null(), 0), |s| (self.bufs.addr(s), s.len));
+            (ops::send(t, ptr, len, false), Owned::Held(held))
         };
         let id = self.ops.insert(Slot::new(Kind::Send, op, owned));
         // SAFETY: the pointers (the data, or the message header, its vector and the data it
