@@ -203,17 +203,34 @@ def main():
 
     if have(idle_dir):
         r = load(idle_dir)
+        actives = sorted({c["workload"]["conns"] for c in cells(r)})
         p("\n## The idle-connection experiment\n")
-        p("64 active ping-pong connections (64-byte echo) plus N idle connections held open by "
-          "`ringpoll load --idle N`; one server worker on CPU 0, load on CPU 1. The claim under test: "
-          "select and poll cost grows with every watched descriptor, idle or not, while epoll and "
-          "io_uring do not.\n")
+        p(f"{', '.join(map(str, actives))} active ping-pong connections (64-byte echo) plus N idle connections "
+          "held open by `ringpoll load --idle N`; one server worker on CPU 0, load on CPU 1. The idle levels of "
+          "one active count run in the same shuffled rounds, so that each is compared with its zero-idle twin "
+          "in paired rounds. The claims under test: select and poll cost grows with every watched descriptor, "
+          "idle or not, while epoll and io_uring do not; and the round trip of a lone active connection does "
+          "not slow down when idle connections are held open.\n")
         p(f"![idle]({rel(doc_dir, idle_dir, 'idle.svg')})\n")
+        p(f"![idle latency]({rel(doc_dir, idle_dir, 'idle-latency.svg')})\n")
+        # The latency and CPU ratios with their intervals, as `ringpoll compare` wrote them.
+        rep = open(os.path.join(idle_dir, "report.md")).read() if os.path.exists(os.path.join(idle_dir, "report.md")) else ""
+        i = rep.find("## Idle connections:")
+        if i >= 0:
+            j = rep.find("\n## ", i + 1)
+            section = rep[i:j if j >= 0 else len(rep)].rstrip()
+            p(section.replace("## Idle connections:", "### Latency and CPU against zero idle and against epoll:", 1)
+                     .replace("\n### ", "\n#### "))
+            p("")
+        top_active = max(actives) if actives else 64
+        def cells_at(lab):
+            return [c for c in cells(r) if c["label"] == lab and c["workload"]["conns"] == top_active]
         labels = []
         for c in cells(r):
             if c["label"] not in labels:
                 labels.append(c["label"])
-        levels = sorted({c["workload"]["idle"] for c in cells(r)})
+        levels = sorted({c["workload"]["idle"] for c in cells(r) if c["workload"]["conns"] == top_active})
+        p(f"\n### CPU per round trip with {top_active} active connections\n")
         p("Each cell: server CPU µs per active round trip, median of the repeats / minimum of the repeats "
           "(round trips/s, syscalls per round trip). The growth column compares the largest idle count "
           "with zero idle, on medians and on minima.\n")
@@ -221,8 +238,10 @@ def main():
         p("|---|" + "---|" * (len(levels) + 2))
         for lab in labels:
             row = []
-            by = {c["workload"]["idle"]: c["median"] for c in cells(r) if c["label"] == lab}
-            mins = {c["workload"]["idle"]: cpu_min(c) for c in cells(r) if c["label"] == lab}
+            by = {c["workload"]["idle"]: c["median"] for c in cells_at(lab)}
+            mins = {c["workload"]["idle"]: cpu_min(c) for c in cells_at(lab)}
+            if not by:
+                continue
             for n in levels:
                 x = by.get(n)
                 row.append(f"{x['cpu_us_per_req']:.2f} / {mins[n]:.2f} ({x['rps']:.0f}, {x['syscalls_per_req'] or 0:.2f})" if x else "n/a")
@@ -235,7 +254,7 @@ def main():
             p("\nNot run: " + "; ".join(r["skipped"]) + ".")
         # The verdict, computed from the minima (see above for why minima).
         def mins_of(lab):
-            return {c["workload"]["idle"]: cpu_min(c) for c in cells(r) if c["label"] == lab}
+            return {c["workload"]["idle"]: cpu_min(c) for c in cells_at(lab)}
         p("\n**What the data says.**")
         pm = mins_of("poll")
         if pm and 0 in pm:
@@ -244,9 +263,10 @@ def main():
               f"(0 idle: {pm[0]:.1f} µs; {steps}). The growth is faster than linear at the top: as each "
               f"call gets slower, fewer active events share the cost of one scan.")
         sm = mins_of("select")
-        if sm:
+        if sm and 0 in sm:
+            below = max(sm)
             p(f"select cannot watch descriptor 1024 or above, so it stops at its cap; below it "
-              f"(500 idle) it costs {max(sm.values()) / sm[0]:.2f}x its zero-idle figure.")
+              f"({below} idle) it costs {sm[below] / sm[0]:.2f}x its zero-idle figure.")
         flat = {}
         for lab in ("epoll", "epoll-lt", "epoll-et", "uring"):
             mm = mins_of(lab)

@@ -4,7 +4,7 @@
 # experiment, a rate sweep with knees, and (as root) loopback beside a veth pair. Server
 # pinned to CPU 0 with one worker, load on CPU 1. Run it on quiet CPUs.
 #
-#   bash bench-scripts/regen-docs.sh            # full runs (about 75 minutes on 2 cores)
+#   bash bench-scripts/regen-docs.sh            # full runs (about 90 minutes on 2 cores)
 #   QUICK=1 bash bench-scripts/regen-docs.sh    # short runs, to check the pipeline
 #   MAX_TIME=20m bash bench-scripts/regen-docs.sh   # bound the main run differently
 set -euo pipefail

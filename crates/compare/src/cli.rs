@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ringpoll_load::units::parse_duration;
 
-use crate::matrix::{self, Net, Workload, PEERS};
+use crate::matrix::{self, Net, Server, Workload, PEERS};
 use crate::workload::parse_workload;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -36,6 +36,12 @@ pub struct CompareArgs {
     /// Comma-separated backends to run (default: every backend this machine can run).
     #[arg(long, value_delimiter = ',')]
     pub backends: Vec<String>,
+    /// A backend with extra `ringpoll serve` flags as a row of its own, for an A/B of one
+    /// technique: 'NAME=BACKEND FLAGS...', e.g. 'fixed-on=uring --uring-fixed-files on'
+    /// (repeatable). Each variant is compared with the first variant of its backend; with
+    /// variants, the plain backends run only if --backends names them.
+    #[arg(long = "variant", value_name = "SPEC", value_parser = crate::matrix::parse_variant)]
+    pub variants: Vec<Server>,
     /// Comma-separated reference servers to add: tokio, monoio, nginx (see --with-peers).
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
@@ -85,9 +91,13 @@ pub struct CompareArgs {
     /// Do not pin (machines with one CPU are never pinned).
     #[arg(long)]
     pub no_pin: bool,
-    /// Idle connection counts for `--suite idle` (500 gives select a point below its cap).
-    #[arg(long, value_delimiter = ',', default_value = "0,500,1000,5000,15000")]
+    /// Idle connection counts for `--suite idle` (200 gives select a point below its cap;
+    /// include 0: every level is compared with it).
+    #[arg(long, value_delimiter = ',', default_value = "0,200,1000,10000")]
     pub idle_levels: Vec<usize>,
+    /// Active ping-pong connection counts for `--suite idle` (each with every idle level).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub active_levels: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -138,6 +148,8 @@ pub struct Options {
     pub out: PathBuf,
     pub workloads: Vec<Workload>,
     pub backends: Vec<String>,
+    /// `--variant` rows.
+    pub variants: Vec<Server>,
     /// Peers asked for by name (`--peers`), or every peer (`--with-peers`).
     pub peers: Vec<String>,
     pub all_peers: bool,
@@ -199,12 +211,29 @@ impl CompareArgs {
                 bail!("--peers: unknown peer '{p}' (valid: {})", PEERS.join(", "));
             }
         }
+        let mut names: Vec<String> = Vec::new();
+        for v in &self.variants {
+            let n = v.name();
+            if names.contains(&n) || crate::BACKENDS.contains(&n.as_str()) || PEERS.contains(&n.as_str()) {
+                bail!("--variant: the name '{n}' is taken (give each variant its own name)");
+            }
+            names.push(n);
+        }
         if suite == Suite::Idle && (self.with_peers || !self.peers.is_empty()) {
             bail!("--suite idle compares ringpoll's backends only (leave out --with-peers/--peers)");
         }
 
-        let builtin =
-            if suite == Suite::Idle { matrix::idle_workloads(&self.idle_levels) } else { matrix::main_workloads() };
+        if self.active_levels.is_empty() || self.active_levels.contains(&0) {
+            bail!("--active-levels: give one or more counts of at least 1 (e.g. 1,8,64)");
+        }
+        if self.idle_levels.is_empty() {
+            bail!("--idle-levels: give one or more counts (e.g. 0,200,1000,10000)");
+        }
+        let builtin = if suite == Suite::Idle {
+            matrix::idle_workloads(&self.idle_levels, &self.active_levels)
+        } else {
+            matrix::main_workloads()
+        };
         let names: Vec<String> = builtin.iter().map(|w| w.name.clone()).collect();
         for w in &self.workloads {
             if !names.contains(w) {
@@ -281,6 +310,7 @@ impl CompareArgs {
             out: self.out.clone(),
             workloads,
             backends: self.backends.clone(),
+            variants: self.variants.clone(),
             peers: self.peers.clone(),
             all_peers: self.with_peers,
             veth: self.net == Net::Veth,
@@ -335,6 +365,10 @@ mod tests {
             (vec!["--repeat", "0"], "--rounds must be at least 1"),
             (vec!["--sweep", "rate", "--suite", "idle"], "cannot be combined"),
             (vec!["--target-ci", "5%", "--sweep", "conns"], "--target-ci applies"),
+            (vec!["--suite", "idle", "--active-levels", "0,8"], "--active-levels"),
+            (vec!["--variant", "on=uring --x", "--variant", "on=uring"], "the name 'on' is taken"),
+            (vec!["--variant", "epoll=epoll"], "the name 'epoll' is taken"),
+            (vec!["--variant", "on=kqueue"], "unknown backend 'kqueue'"),
             (vec!["--workload", "echo size=1KiB name=echo-64B-c64", "--workloads", "echo-64B-c64"], "is taken"),
         ] {
             let e = check(&args).unwrap_err().to_string();
@@ -344,6 +378,13 @@ mod tests {
         assert_eq!(o.workloads.len(), 1, "--workload alone replaces the built-in matrix");
         let o = check(&["--workload", "http conns=8", "--workloads", "echo-64B-c64"]).unwrap();
         assert_eq!(o.workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["echo-64B-c64", "http-c8"]);
+        let o = check(&["--suite", "idle"]).unwrap();
+        assert_eq!(o.workloads.len(), 12, "1, 8 and 64 active, each at 0, 200, 1000 and 10000 idle");
+        let o = check(&["--suite", "idle", "--active-levels", "1", "--idle-levels", "0,200"]).unwrap();
+        assert_eq!(
+            o.workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["echo-64B-c1-idle0", "echo-64B-c1-idle200"]
+        );
         let o = check(&["--target-ci", "5%"]).unwrap();
         assert_eq!(o.max_time, Some(Duration::from_secs(1800)));
         assert!(o.server_cpu.is_none(), "--no-pin");

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod cpustat;
+pub mod idle;
 pub mod matrix;
 pub mod measure;
 pub mod netns;
@@ -155,6 +156,9 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     };
     drop(veth);
     results.verdicts = verdicts::compute(&results);
+    if opts.suite == Suite::Idle {
+        results.idle = idle::rows(&results);
+    }
     if let Some(slo) = results.slo_us {
         results.knees = verdicts::knees(&results, slo);
     }
@@ -171,6 +175,12 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     }
     for v in results.verdicts.iter().filter(|v| v.headline || v.metric == results::Metric::ProcessCpu) {
         println!("{} {}: {} [{}]", if v.headline { "*" } else { " " }, v.workload, v.text, v.metric.describe());
+    }
+    if !results.idle.is_empty() {
+        println!("\nidle experiment (p50 within {}x of the zero-idle figure and of epoll's):", idle::TARGET);
+        for t in idle::targets(&results.idle) {
+            println!("  {t}");
+        }
     }
     write_outputs(&results, &opts.out)?;
     eprintln!("wrote {}/{{results.json,report.md,*.svg}}", opts.out.display());

@@ -53,6 +53,9 @@ pub struct Workload {
     /// Given with `--workload` rather than built in.
     #[serde(default)]
     pub custom: bool,
+    /// Open loop at this many requests/s (`rate=`); closed loop when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
 }
 
 impl Workload {
@@ -67,6 +70,7 @@ impl Workload {
             path: String::new(),
             net: Net::Loopback,
             custom: false,
+            rate: None,
         }
     }
 
@@ -90,6 +94,9 @@ impl Workload {
         if !self.path.is_empty() {
             s.push_str(&format!(" path={}", self.path));
         }
+        if let Some(r) = self.rate {
+            s.push_str(&format!(" rate={r}"));
+        }
         if self.net == Net::Veth {
             s.push_str(" net=veth");
         }
@@ -112,12 +119,18 @@ pub fn main_workloads() -> Vec<Workload> {
     ]
 }
 
-/// The idle-connection experiment: 64 active ping-pong connections plus `idle` idle ones.
+/// The idle-connection experiment: `active` ping-pong connections (64-byte echo) plus `idle`
+/// idle ones, for every pair of levels, grouped by active count.
 #[must_use]
-pub fn idle_workloads(levels: &[usize]) -> Vec<Workload> {
-    levels
+pub fn idle_workloads(idle_levels: &[usize], active_levels: &[usize]) -> Vec<Workload> {
+    active_levels
         .iter()
-        .map(|&idle| Workload { idle, ..Workload::new(&format!("echo-64B-c64-idle{idle}"), Proto::Echo, 64, 64, 1) })
+        .flat_map(|&active| {
+            idle_levels.iter().map(move |&idle| Workload {
+                idle,
+                ..Workload::new(&format!("echo-64B-c{active}-idle{idle}"), Proto::Echo, 64, active, 1)
+            })
+        })
         .collect()
 }
 
@@ -149,6 +162,13 @@ pub enum Server {
     RingpollUringRelay {
         relay: String,
     },
+    /// `--variant NAME=BACKEND FLAGS...`: a backend with extra `ringpoll serve` flags (an A/B
+    /// of one technique), labelled NAME.
+    RingpollVariant {
+        name: String,
+        backend: String,
+        args: Vec<String>,
+    },
     TokioEcho,
     MonoioEcho,
     TokioHttp,
@@ -163,6 +183,7 @@ impl Server {
             Server::Ringpoll { backend } => backend.clone(),
             Server::RingpollSplice => "epoll+splice".into(),
             Server::RingpollUringRelay { relay } => format!("uring+{relay}"),
+            Server::RingpollVariant { name, .. } => name.clone(),
             Server::TokioEcho | Server::TokioHttp => "tokio".into(),
             Server::MonoioEcho => "monoio".into(),
             Server::Nginx | Server::NginxStream => "nginx".into(),
@@ -182,19 +203,42 @@ impl Server {
 
     #[must_use]
     pub fn is_peer(&self) -> bool {
-        !matches!(self, Server::Ringpoll { .. } | Server::RingpollSplice | Server::RingpollUringRelay { .. })
+        !matches!(
+            self,
+            Server::Ringpoll { .. }
+                | Server::RingpollSplice
+                | Server::RingpollUringRelay { .. }
+                | Server::RingpollVariant { .. }
+        )
     }
 
     #[must_use]
     pub fn serves(&self, proto: Proto) -> bool {
         match self {
-            Server::Ringpoll { .. } => true,
+            Server::Ringpoll { .. } | Server::RingpollVariant { .. } => true,
             Server::RingpollSplice | Server::RingpollUringRelay { .. } => proto == Proto::Proxy,
             Server::TokioEcho | Server::MonoioEcho => proto == Proto::Echo,
             Server::TokioHttp | Server::Nginx => proto == Proto::Http,
             Server::NginxStream => proto == Proto::Proxy,
         }
     }
+}
+
+/// Parse `--variant NAME=BACKEND [FLAGS...]` (e.g. `fixed-on=uring --uring-fixed-files on`).
+pub fn parse_variant(s: &str) -> Result<Server, String> {
+    let (name, rest) = s.split_once('=').ok_or_else(|| {
+        format!("--variant '{s}': expected NAME=BACKEND [FLAGS...] (e.g. 'bundle-on=uring --uring-bundle on')")
+    })?;
+    let name = name.trim();
+    if name.is_empty() || name.contains([',', '/', ' ']) {
+        return Err(format!("--variant '{s}': the name must be non-empty, without spaces, / or ,"));
+    }
+    let mut words = rest.split_whitespace().map(str::to_string);
+    let backend = words.next().ok_or_else(|| format!("--variant '{s}': no backend after '='"))?;
+    if !crate::BACKENDS.contains(&backend.as_str()) {
+        return Err(format!("--variant '{s}': unknown backend '{backend}' (valid: {})", crate::BACKENDS.join(", ")));
+    }
+    Ok(Server::RingpollVariant { name: name.to_string(), backend, args: words.collect() })
 }
 
 /// Which load generator drives a cell.
@@ -225,6 +269,26 @@ mod tests {
         assert!(Server::Nginx.serves(Proto::Http) && !Server::Nginx.serves(Proto::Proxy));
         assert!(Server::NginxStream.serves(Proto::Proxy));
         assert!(Server::Ringpoll { backend: "epoll".into() }.serves(Proto::Proxy));
-        assert_eq!(idle_workloads(&[0, 1000])[1].idle, 1000);
+        let v = parse_variant("bundle-on=uring --uring-bundle on").unwrap();
+        assert_eq!(
+            v,
+            Server::RingpollVariant {
+                name: "bundle-on".into(),
+                backend: "uring".into(),
+                args: vec!["--uring-bundle".into(), "on".into()]
+            }
+        );
+        assert!(v.serves(Proto::Http) && !v.is_peer() && v.name() == "bundle-on");
+        for (bad, needle) in
+            [("x", "NAME=BACKEND"), ("=uring", "name"), ("a=", "no backend"), ("a=kqueue", "unknown backend")]
+        {
+            assert!(parse_variant(bad).unwrap_err().contains(needle), "{bad}");
+        }
+        let idle = idle_workloads(&[0, 1000], &[1, 64]);
+        assert_eq!(
+            idle.iter().map(|w| (w.conns, w.idle)).collect::<Vec<_>>(),
+            [(1, 0), (1, 1000), (64, 0), (64, 1000)]
+        );
+        assert_eq!(idle[3].name, "echo-64B-c64-idle1000", "the 64-active names are those of earlier runs");
     }
 }

@@ -121,11 +121,15 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
     let host = setup.server_host(w);
     let listen = format!("{host}:0");
     match server {
-        Server::Ringpoll { .. } | Server::RingpollSplice | Server::RingpollUringRelay { .. } => {
-            let (backend, extra): (&str, &[&str]) = match server {
-                Server::Ringpoll { backend } => (backend.as_str(), &[]),
-                Server::RingpollUringRelay { relay } => ("uring", &["--uring-relay", relay.as_str()]),
-                _ => ("epoll", &["--splice"]),
+        Server::Ringpoll { .. }
+        | Server::RingpollSplice
+        | Server::RingpollUringRelay { .. }
+        | Server::RingpollVariant { .. } => {
+            let (backend, extra): (&str, Vec<&str>) = match server {
+                Server::Ringpoll { backend } => (backend.as_str(), Vec::new()),
+                Server::RingpollUringRelay { relay } => ("uring", vec!["--uring-relay", relay.as_str()]),
+                Server::RingpollVariant { backend, args, .. } => (backend.as_str(), args.iter().map(String::as_str).collect()),
+                _ => ("epoll", vec!["--splice"]),
             };
             let mut cmd = procs::command(ns, cpu, &setup.ringpoll);
             let mode = w.proto.name();
@@ -137,7 +141,7 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
             if let Some(up) = upstream {
                 cmd.args(["--upstream", &up.addr.to_string()]);
             }
-            cmd.args(extra);
+            cmd.args(&extra);
             cmd.env("RINGPOLL_LOG", "warn");
             procs::spawn_announcing(cmd, &server.name(), true)
         }

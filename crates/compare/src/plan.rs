@@ -18,8 +18,10 @@ pub struct Member {
 /// are listed in `skipped` with the reason. Returns whether wrk rows are added.
 pub fn servers(opts: &Options, ringpoll: &std::path::Path, skipped: &mut Vec<String>) -> (Vec<Server>, bool) {
     let mut servers = Vec::new();
+    // With variants, the plain backends run only when named.
+    let all_backends = opts.backends.is_empty() && opts.variants.is_empty();
     for name in crate::BACKENDS {
-        if !opts.backends.is_empty() && !opts.backends.iter().any(|x| x == name) {
+        if !all_backends && !opts.backends.iter().any(|x| x == name) {
             continue;
         }
         match measure::backend_available(ringpoll, name) {
@@ -33,6 +35,13 @@ pub fn servers(opts: &Options, ringpoll: &std::path::Path, skipped: &mut Vec<Str
                 }
             }
             Err(e) => skipped.push(format!("{name}: {e}")),
+        }
+    }
+    for v in &opts.variants {
+        let Server::RingpollVariant { backend, .. } = v else { continue };
+        match measure::backend_available(ringpoll, backend) {
+            Ok(()) => servers.push(v.clone()),
+            Err(e) => skipped.push(format!("{}: {e}", v.name())),
         }
     }
     let wanted = |p: &str| opts.all_peers || opts.peers.iter().any(|x| x == p);
@@ -71,7 +80,9 @@ pub fn servers(opts: &Options, ringpoll: &std::path::Path, skipped: &mut Vec<Str
 pub fn members(servers: &[Server], w: &Workload, wrk: bool, conns: usize, skipped: &mut Vec<String>) -> Vec<Member> {
     let mut out = Vec::new();
     for s in servers.iter().filter(|s| s.serves(w.proto)) {
-        if matches!(s, Server::Ringpoll { backend } if backend == "select") && conns + w.idle > SELECT_MAX_CONNS {
+        let select =
+            matches!(s, Server::Ringpoll { backend } | Server::RingpollVariant { backend, .. } if backend == "select");
+        if select && conns + w.idle > SELECT_MAX_CONNS {
             let why = format!("select on {}: {} connections exceed FD_SETSIZE", w.name, conns + w.idle);
             if !skipped.contains(&why) {
                 skipped.push(why);
@@ -82,6 +93,26 @@ pub fn members(servers: &[Server], w: &Workload, wrk: bool, conns: usize, skippe
         let wrk_row = matches!(s, Server::Nginx) || matches!(s, Server::Ringpoll { backend } if backend == "epoll");
         if wrk && w.proto == Proto::Http && w.depth == 1 && w.path.is_empty() && wrk_row {
             out.push(Member { server: s.clone(), loadgen: LoadGen::Wrk });
+        }
+    }
+    out
+}
+
+/// The workloads that share their rounds, as indices into `plan`: with `interleave` (the
+/// idle experiment), consecutive workloads that differ only in their idle connections form
+/// one group, so that each is compared with its zero-idle twin in paired rounds; otherwise
+/// every workload is its own group.
+#[must_use]
+pub fn groups(plan: &[(Workload, Vec<Member>)], interleave: bool) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, (w, _)) in plan.iter().enumerate() {
+        let same = |j: usize| {
+            let v = &plan[j].0;
+            (v.proto, v.size, v.conns, v.depth, v.net) == (w.proto, w.size, w.conns, w.depth, w.net)
+        };
+        match out.last_mut() {
+            Some(g) if interleave && same(g[0]) => g.push(i),
+            _ => out.push(vec![i]),
         }
     }
     out
@@ -110,6 +141,14 @@ mod tests {
         let mut o = order(6, 1, 2, 3);
         o.sort_unstable();
         assert_eq!(o, (0..6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_idle_experiment_interleaves_idle_levels_of_one_active_count() {
+        let plan: Vec<(Workload, Vec<Member>)> =
+            crate::matrix::idle_workloads(&[0, 200], &[1, 8]).into_iter().map(|w| (w, Vec::new())).collect();
+        assert_eq!(groups(&plan, true), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(groups(&plan, false), vec![vec![0], vec![1], vec![2], vec![3]]);
     }
 
     #[test]

@@ -343,6 +343,7 @@ pub fn markdown(r: &Results, plots: &[String]) -> String {
         let _ = writeln!(out, "\n## Verdicts");
         verdict_lines(&mut out, r);
     }
+    out.push_str(&crate::idle::markdown(&r.idle));
     veth_side_by_side(&mut out, r);
     sweep(&mut out, r);
     if !r.cells.is_empty() {

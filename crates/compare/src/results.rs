@@ -162,6 +162,26 @@ pub struct Knee {
     pub max_rps: f64,
 }
 
+/// The idle experiment: one server at one (active, idle) point, against the same server
+/// with no idle connections and against epoll (computed by [`crate::idle::rows`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdleRow {
+    pub active: usize,
+    pub idle: usize,
+    pub label: String,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub cpu_us_per_req: f64,
+    /// Against the same server with no idle connections (`None` at 0 idle, or without it).
+    pub p50_vs_zero: Option<Interval>,
+    pub p99_vs_zero: Option<Interval>,
+    pub cpu_vs_zero: Option<Interval>,
+    /// Against epoll at the same point (`None` for epoll itself, or without it).
+    pub p50_vs_epoll: Option<Interval>,
+    pub p99_vs_epoll: Option<Interval>,
+}
+
 /// Everything one comparison run produced (written as results.json).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Results {
@@ -201,6 +221,9 @@ pub struct Results {
     pub sweep: Vec<SweepPoint>,
     #[serde(default)]
     pub knees: Vec<Knee>,
+    /// The idle experiment's rows (latency and CPU against zero idle and against epoll).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub idle: Vec<IdleRow>,
     /// `--slo` of a rate sweep, µs.
     #[serde(default)]
     pub slo_us: Option<f64>,

@@ -54,7 +54,10 @@ fn progress_mut<'a>(results: &'a mut Results, w: &str) -> &'a mut WorkloadProgre
     }
 }
 
-/// Run the paired rounds of every workload; results.json in `out` after every run.
+/// Run the paired rounds of every workload; results.json in `out` after every run. The
+/// workloads of one group (see [`crate::plan::groups`]) share their rounds: each round runs
+/// every server of every workload of the group in one shuffled order, so that ratios
+/// between the group's workloads (the idle experiment's "against zero idle") are paired too.
 pub fn run(
     opts: &Options,
     setup: &Setup,
@@ -64,28 +67,38 @@ pub fn run(
 ) -> Result<Ended> {
     let started = Instant::now();
     let before = spent_before(results);
-    for (wi, (w, members)) in plan.iter().enumerate() {
-        let cells: Vec<usize> = members.iter().map(|m| cell_index(results, w, m)).collect();
-        let already = progress_mut(results, &w.name).seconds;
-        if !progress_mut(results, &w.name).outcome.is_empty() {
+    let groups = crate::plan::groups(plan, opts.suite == crate::cli::Suite::Idle);
+    for (gi, group) in groups.iter().enumerate() {
+        // (workload index, cell index) of every row of the group.
+        let rows: Vec<(usize, usize)> = group
+            .iter()
+            .flat_map(|&wi| plan[wi].1.iter().map(move |m| (wi, m)))
+            .map(|(wi, m)| (wi, cell_index(results, &plan[wi].0, m)))
+            .collect();
+        let names: Vec<&str> = group.iter().map(|&wi| plan[wi].0.name.as_str()).collect();
+        if names.iter().all(|n| !progress_mut(results, n).outcome.is_empty()) {
             continue; // finished before the interruption
         }
-        let w_started = Instant::now();
-        // This workload's share of what is left of --max-time.
+        let already: Vec<f64> = names.iter().map(|n| progress_mut(results, n).seconds).collect();
+        let g_started = Instant::now();
+        // This group's share of what is left of --max-time.
         let deadline = opts.max_time.map(|total| {
             let used = before + started.elapsed().as_secs_f64();
             let left = (total.as_secs_f64() - used).max(0.0);
-            w_started + Duration::from_secs_f64(left / (plan.len() - wi) as f64)
+            g_started + Duration::from_secs_f64(left / (groups.len() - gi) as f64)
         });
         let mut round = 0;
         let outcome = loop {
             if round >= opts.rounds {
                 match opts.target_ci {
                     None => break format!("{round} rounds as asked"),
-                    Some(t) => match verdicts::widest_headline(&results.cells, &w.name) {
-                        Some(x) if x <= t => break format!("target ±{:.1}% reached after {round} rounds", t * 100.0),
-                        _ => {}
-                    },
+                    Some(t) => {
+                        let narrow =
+                            |n: &&str| matches!(verdicts::widest_headline(&results.cells, n), Some(x) if x <= t);
+                        if names.iter().all(narrow) {
+                            break format!("target ±{:.1}% reached after {round} rounds", t * 100.0);
+                        }
+                    }
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) && round > 0 {
@@ -94,12 +107,15 @@ pub fn run(
             if round >= MAX_ROUNDS {
                 break format!("stopped at the {MAX_ROUNDS}-round limit");
             }
-            let live: Vec<usize> = cells.iter().copied().filter(|&i| results.cells[i].error.is_none()).collect();
+            let live: Vec<(usize, usize)> =
+                rows.iter().copied().filter(|&(_, i)| results.cells[i].error.is_none()).collect();
             if live.is_empty() {
                 break "every server failed".into();
             }
-            for k in order(live.len(), results.seed, wi, round) {
-                let i = live[k];
+            // A lone workload keeps the order it always had (keyed by its own index).
+            for k in order(live.len(), results.seed, group[0], round) {
+                let (wi, i) = live[k];
+                let w = &plan[wi].0;
                 if results.cells[i].run_of(round).is_some() {
                     continue;
                 }
@@ -107,17 +123,18 @@ pub fn run(
                     return Ok(Ended::Interrupted);
                 }
                 let (server, loadgen) = (results.cells[i].server.clone(), results.cells[i].loadgen);
-                match measure::measure(setup, &server, w, loadgen, None) {
+                match measure::measure(setup, &server, w, loadgen, w.rate.map(|r| r as f64)) {
                     Ok(mut r) => {
                         r.round = round;
                         let c = &mut results.cells[i];
                         eprintln!(
-                            "  [{} round {}] {:<14} {:>10.0} req/s  {:>6.2} µs CPU/req{}",
+                            "  [{} round {}] {:<14} {:>10.0} req/s  {:>6.2} µs CPU/req  p50 {:>6.0} µs{}",
                             w.name,
                             round + 1,
                             c.label,
                             r.rps,
                             r.cpu_us_per_req,
+                            r.p50_us,
                             r.core_us_per_req.map_or(String::new(), |x| format!("  ({x:.2} µs core busy)"))
                         );
                         c.runs.push(r);
@@ -130,24 +147,32 @@ pub fn run(
                         c.error = Some(format!("{e:#}"));
                     }
                 }
-                let p = progress_mut(results, &w.name);
-                p.rounds = round + 1;
-                p.seconds = already + w_started.elapsed().as_secs_f64();
+                let share = g_started.elapsed().as_secs_f64() / names.len() as f64;
+                for (n, a) in names.iter().zip(&already) {
+                    let p = progress_mut(results, n);
+                    p.rounds = round + 1;
+                    p.seconds = a + share;
+                }
                 results.verdicts = verdicts::compute(results);
                 results.save(out)?;
             }
             round += 1;
         };
-        let widest = verdicts::widest_headline(&results.cells, &w.name);
-        let p = progress_mut(results, &w.name);
-        p.rounds = round;
-        p.seconds = already + w_started.elapsed().as_secs_f64();
-        p.widest = widest;
-        eprintln!("{}: {outcome} ({:.0} s)", w.name, p.seconds);
-        p.outcome = outcome;
+        let share = g_started.elapsed().as_secs_f64() / names.len() as f64;
+        for (n, a) in names.iter().zip(&already) {
+            let widest = verdicts::widest_headline(&results.cells, n);
+            let p = progress_mut(results, n);
+            p.rounds = round;
+            p.seconds = a + share;
+            p.widest = widest;
+            eprintln!("{n}: {outcome} ({:.0} s)", p.seconds);
+            p.outcome.clone_from(&outcome);
+        }
         results.verdicts = verdicts::compute(results);
-        for v in
-            results.verdicts.iter().filter(|v| v.workload == w.name && v.metric == crate::results::Metric::ProcessCpu)
+        for v in results
+            .verdicts
+            .iter()
+            .filter(|v| names.contains(&v.workload.as_str()) && v.metric == crate::results::Metric::ProcessCpu)
         {
             eprintln!("    {}", v.text);
         }

@@ -20,15 +20,26 @@ pub fn best_peer<'a>(cells: &'a [Cell], workload: &str) -> Option<&'a Cell> {
 }
 
 /// The comparisons of one workload: `(a, b, headline)` as indices into `cells`. The headline
-/// ones are uring vs epoll and epoll and uring vs the best peer; when a run has none of those
-/// (e.g. `--backends epoll,poll`), every comparison is a headline one.
+/// ones are uring vs epoll, epoll and uring vs the best peer, and each `--variant` vs the
+/// first variant of its backend (an A/B); when a run has none of those (e.g. `--backends
+/// epoll,poll`), every comparison is a headline one.
 #[must_use]
 pub fn comparisons(cells: &[Cell], workload: &str) -> Vec<(usize, usize, bool)> {
     let idx = |pred: &dyn Fn(&Cell) -> bool| cells.iter().position(|c| c.workload.name == workload && pred(c));
     let epoll = idx(&|c| own(c) && c.label == "epoll");
     let peer = best_peer(cells, workload).and_then(|p| cells.iter().position(|c| std::ptr::eq(c, p)));
     let mut out = Vec::new();
+    let backend_of = |c: &Cell| match &c.server {
+        crate::matrix::Server::RingpollVariant { backend, .. } => Some(backend.clone()),
+        _ => None,
+    };
     for (i, c) in cells.iter().enumerate().filter(|(_, c)| c.workload.name == workload && own(c)) {
+        if let Some(b) = backend_of(c) {
+            let base = idx(&|d| own(d) && backend_of(d).as_ref() == Some(&b));
+            if let Some(base) = base.filter(|&j| j != i) {
+                out.push((i, base, true));
+            }
+        }
         if let Some(e) = epoll.filter(|&e| e != i) {
             out.push((i, e, c.label == "uring"));
         }
@@ -157,6 +168,16 @@ mod tests {
             })
             .collect();
         Cell::new(main_workloads()[0].clone(), server, LoadGen::Ringpoll, runs, None)
+    }
+
+    #[test]
+    fn variants_are_compared_with_the_first_variant_of_their_backend() {
+        let v = |name: &str| Server::RingpollVariant { name: name.into(), backend: "uring".into(), args: vec![] };
+        let cells = vec![cell(v("off"), &[8.0, 9.0, 8.5]), cell(v("on"), &[6.0, 6.9, 6.4])];
+        let w = &cells[0].workload.name;
+        assert_eq!(comparisons(&cells, w), vec![(1, 0, true)]);
+        let v = verdict(&cells, 1, 0, Metric::ProcessCpu, true);
+        assert!(v.text.starts_with("on uses 0.7"), "{}", v.text);
     }
 
     #[test]

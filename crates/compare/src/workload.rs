@@ -6,7 +6,7 @@ use ringpoll_load::units::parse_size_usize;
 use crate::matrix::{fmt_size, Proto, Workload};
 
 /// Keys a workload string takes, for error messages.
-const KEYS: &str = "size=BYTES (echo, proxy), conns=N, depth=N, idle=N, path=/P (http), name=NAME";
+const KEYS: &str = "size=BYTES (echo, proxy), conns=N, depth=N, idle=N, rate=REQ_PER_S, path=/P (http), name=NAME";
 
 /// Parse `PROTO key=value ...` (PROTO: echo, http, proxy). Defaults: 64 B, 64 connections,
 /// depth 1, no idle connections, path `/`. The name is made from the parameters unless
@@ -36,6 +36,10 @@ pub fn parse_workload(s: &str) -> Result<Workload, String> {
             "conns" | "connections" | "c" => w.conns = num("conns")?,
             "depth" => w.depth = num("depth")?,
             "idle" => w.idle = num("idle")?,
+            "rate" => match num("rate")? {
+                0 => return Err(format!("workload '{s}': rate= must be at least 1 request/s")),
+                r => w.rate = Some(r as u64),
+            },
             "path" if proto != Proto::Http => return Err(format!("workload '{s}': path= applies to http")),
             "path" if !v.starts_with('/') || v.bytes().any(|b| b.is_ascii_control()) => {
                 return Err(format!("workload '{s}': path must start with / (got '{v}')"))
@@ -71,6 +75,9 @@ fn auto_name(w: &Workload) -> String {
     if w.idle > 0 {
         n.push_str(&format!("-idle{}", w.idle));
     }
+    if let Some(r) = w.rate {
+        n.push_str(&format!("-r{r}"));
+    }
     if !w.path.is_empty() && w.path != "/" {
         n.push_str(&w.path);
     }
@@ -95,6 +102,9 @@ mod tests {
         assert_eq!((w.size, w.name.as_str()), (16384, "proxy-16KiB-c64"));
         assert_eq!(w.params(), "proxy size=16KiB conns=64 depth=1");
         assert_eq!(parse_workload("echo name=mine idle=10").unwrap().name, "mine");
+        let w = parse_workload("echo size=16KiB conns=64 rate=30000").unwrap();
+        assert_eq!((w.rate, w.name.as_str()), (Some(30000), "echo-16KiB-c64-r30000"));
+        assert_eq!(w.params(), "echo size=16KiB conns=64 depth=1 rate=30000");
     }
 
     #[test]
@@ -110,6 +120,7 @@ mod tests {
             ("http path=x", "must start with /"),
             ("echo depth=0", "at least 1"),
             ("echo colour=red", "unknown key 'colour'"),
+            ("echo rate=0", "rate= must be at least 1"),
         ] {
             let e = parse_workload(s).unwrap_err();
             assert!(e.contains(needle), "{s}: {e}");

@@ -152,7 +152,7 @@ fn main_charts_read_at_a_glance() {
 #[test]
 fn idle_and_sweep_charts_read_at_a_glance() {
     for (name, expect) in [
-        ("idle", vec!["idle.svg"]),
+        ("idle", vec!["idle.svg", "idle-latency.svg"]),
         ("sweep-rate", vec!["curves.svg"]),
         ("sweep-conns", vec!["conns.svg", "conns-p99.svg"]),
     ] {

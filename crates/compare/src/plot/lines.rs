@@ -1,4 +1,4 @@
-//! Line charts: latency percentiles per server, the idle-connection experiment, and the
+//! Line charts: latency percentiles per server and the
 //! sweeps (latency against achieved throughput; throughput and p99 against connections).
 
 use std::path::Path;
@@ -11,12 +11,12 @@ use crate::results::{Cell, Results, SweepKind};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
-fn panels<'a>(root: &Area<'a>, n: usize) -> Vec<Area<'a>> {
+pub(super) fn panels<'a>(root: &Area<'a>, n: usize) -> Vec<Area<'a>> {
     let (rows, cols) = grid(n);
     root.split_evenly((rows, cols))
 }
 
-fn legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, CT>) -> Result<()> {
+pub(super) fn legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, CT>) -> Result<()> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -28,7 +28,7 @@ fn legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, C
 }
 
 /// One line of `(x, y)` points in `col`, with markers and a legend entry.
-fn line<'a, CT: CoordTranslate<From = (f64, f64)>>(
+pub(super) fn line<'a, CT: CoordTranslate<From = (f64, f64)>>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
     pts: Vec<(f64, f64)>,
     col: RGBColor,
@@ -43,7 +43,7 @@ fn line<'a, CT: CoordTranslate<From = (f64, f64)>>(
     Ok(())
 }
 
-fn figure<'a>(path: &'a Path, title: &str, n: usize) -> Result<Area<'a>> {
+pub(super) fn figure<'a>(path: &'a Path, title: &str, n: usize) -> Result<Area<'a>> {
     let (rows, _) = grid(n);
     let root = SVGBackend::new(path, (1100, 320 * rows as u32 + 40)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -88,50 +88,6 @@ pub fn latency(r: &Results, path: &Path) -> Result<bool> {
         }
         legend(&mut chart)?;
     }
-    root.present().map_err(err)?;
-    Ok(true)
-}
-
-/// The idle-connection experiment: CPU µs per active round trip against idle connections.
-pub fn idle(r: &Results, path: &Path) -> Result<bool> {
-    let pal = Palette::new(r);
-    let servers: Vec<String> = pal.labels().to_vec();
-    if servers.is_empty() {
-        return Ok(false);
-    }
-    let max_idle = r.cells.iter().map(|c| c.workload.idle).max().unwrap_or(0).max(1) as f64;
-    let max_cpu =
-        r.cells.iter().filter(|c| c.ok()).map(|c| c.median.cpu_us_per_req).fold(0.0, f64::max).max(1e-9) * 1.15;
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("server CPU per active round trip vs idle connections (64 active, 64 B echo)", ("sans-serif", 18))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..max_idle * 1.05, 0f64..max_cpu)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_labels(6)
-        .y_labels(6)
-        .x_label_formatter(&|v| fmt_tick(*v))
-        .y_label_formatter(&|v| fmt_tick(*v))
-        .x_desc("idle connections")
-        .y_desc("server CPU µs per round trip")
-        .draw()
-        .map_err(err)?;
-    for s in servers {
-        let mut pts: Vec<(f64, f64)> = r
-            .cells
-            .iter()
-            .filter(|c| c.ok() && c.label == s)
-            .map(|c| (c.workload.idle as f64, c.median.cpu_us_per_req))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        line(&mut chart, pts, pal.color(&s), &s)?;
-    }
-    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(true)
 }

@@ -4,6 +4,7 @@
 //! and a chart of the verdicts themselves.
 
 mod bars;
+mod idle;
 mod lines;
 mod style;
 mod verdict;
@@ -15,7 +16,8 @@ use anyhow::Result;
 use crate::results::Results;
 
 pub use bars::bars;
-pub use lines::{conns, curves, idle, latency};
+pub use idle::{idle, idle_latency};
+pub use lines::{conns, curves, latency};
 pub use style::{fmt_log_tick, fmt_tick, linear_keys, log_axis, Keyed, Palette};
 pub use verdict::verdicts;
 
@@ -30,6 +32,7 @@ pub fn write_all(r: &Results, dir: &Path) -> Result<Vec<String>> {
     };
     if r.suite == "idle" {
         add("idle.svg", &|p| idle(r, p))?;
+        add("idle-latency.svg", &|p| idle_latency(r, p))?;
     } else if r.suite == "sweep-rate" {
         add("curves.svg", &|p| curves(r, p))?;
     } else if r.suite == "sweep-conns" {

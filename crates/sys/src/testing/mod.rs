@@ -4,7 +4,8 @@
 //!   default profiles do.
 //! - [`uring_refused`]: the one rule for an io_uring test on a machine that refuses io_uring:
 //!   it fails when `RINGPOLL_REQUIRE_URING` is set (CI sets it), and otherwise says that it
-//!   skipped where `cargo test` shows it.
+//!   skipped where `cargo test` shows it; [`uring_feature_refused`] is the same rule for an
+//!   optional io_uring technique (fixed files, recv bundles, ...) the kernel lacks.
 
 pub mod seccomp;
 
@@ -33,6 +34,23 @@ pub fn uring_refused(why: &str) {
     let mut err = std::io::stderr().lock();
     // Nothing sensible is left to do if stderr itself fails.
     let _ = writeln!(err, "SKIP {test}: the kernel refuses io_uring: {why}");
+}
+
+/// An io_uring test of an optional technique cannot run because this kernel lacks it
+/// (`why`: the ring's fallback line). Panics when io_uring is required, naming the feature
+/// and the kernel; otherwise prints `SKIP <test>: Linux <version> lacks <feature>: <why>`
+/// and returns, and the caller returns early.
+pub fn uring_feature_refused(feature: &str, why: &str) {
+    let test = current_test();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let kernel = kernel.trim();
+    assert!(
+        !uring_required(),
+        "{test}: io_uring {feature} is required ({REQUIRE_URING} is set) but Linux {kernel} lacks it: {why}"
+    );
+    let mut err = std::io::stderr().lock();
+    // Nothing sensible is left to do if stderr itself fails.
+    let _ = writeln!(err, "SKIP {test}: Linux {kernel} lacks io_uring {feature}: {why}");
 }
 
 /// The running test's name (the test harness names each test's thread after it).

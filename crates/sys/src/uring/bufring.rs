@@ -2,71 +2,49 @@
 //! from when a multishot receive has data, so that a connection holds no receive buffer while
 //! it waits.
 //!
-//! Ownership of each buffer id moves between the kernel (it is in the ring) and the worker
-//! (a completion named it). `lent[bid]` records the worker's side, so a buffer is given back
-//! at most once and is only ever read while the kernel cannot write it.
+//! Ownership of each buffer moves between the kernel (it is in the ring, or, with
+//! incremental consumption, still being filled) and the worker (completions lent pieces of
+//! it). Per buffer id this module records whether the kernel may still write it and how many
+//! pieces the worker holds, so that a buffer is given back only once both are over, and a
+//! piece is only ever read while the kernel cannot write it.
+//!
+//! Two kernel options change what one completion covers, and both are decoded here:
+//! - **bundles** (`IORING_RECVSEND_BUNDLE`, Linux 6.10): one completion for several buffers.
+//!   The CQE names the first; the others are the ring entries that followed it, in ring
+//!   order (not id order), every one full but the last. The ring order is mirrored here
+//!   (`order`, `pos`) to find them.
+//! - **incremental consumption** (`IOU_PBUF_RING_INC`, Linux 6.12): the kernel takes only the
+//!   bytes it needs from a buffer and leaves the rest at the head of the ring for the next
+//!   receive, flagging `IORING_CQE_F_BUF_MORE` while it keeps the buffer. Pieces then start
+//!   where the previous receive ended (`used`).
+//!
+//! A completion that contradicts this bookkeeping (a buffer the kernel does not hold, more
+//! bytes than the buffers can carry) is a kernel bug, never a peer's doing: its bytes are not
+//! read and its buffers are not reused (see [`BufRing::take`]).
 
 use std::io;
-use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 use io_uring::Submitter;
 
+use super::mmap::Mmap;
+use super::tokens::Seg;
 use crate::count_syscall;
 
-/// Buffer group id of the worker's single ring.
+/// Buffer group id of the worker's ring.
 pub(super) const BGID: u16 = 0;
 
-/// An anonymous private mapping (page aligned, as the kernel wants the ring to be).
-struct Mmap {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mmap {
-    /// Map `len` bytes, resident at once (MADV_POPULATE_WRITE, best effort), on transparent
-    /// huge pages if `huge` and the system allows it.
-    fn anonymous(len: usize, huge: bool) -> io::Result<Self> {
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        count_syscall();
-        // SAFETY: a fresh anonymous private mapping touches no existing memory.
-        let p = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
-        let map = Self { ptr, len };
-        if huge {
-            map.advise(libc::MADV_HUGEPAGE);
-        }
-        map.advise(libc::MADV_POPULATE_WRITE);
-        Ok(map)
-    }
-
-    /// madvise over the whole mapping; advice is best effort (older kernels lack some).
-    fn advise(&self, advice: libc::c_int) {
-        count_syscall();
-        // SAFETY: the range is exactly our mapping; the advice values used here (huge pages,
-        // populate) do not change its contents.
-        if unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, advice) } != 0 {
-            tracing::debug!("madvise({advice}): {}", io::Error::last_os_error());
-        }
-    }
-}
-
-impl Drop for Mmap {
-    fn drop(&mut self) {
-        if self.len == 0 {
-            return; // leaked (see `BufRing::drop`)
-        }
-        count_syscall();
-        // SAFETY: `ptr`/`len` describe a mapping made by `anonymous` and unmapped only here;
-        // every slice into it borrows the owner, so none outlives this.
-        if unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) } != 0 {
-            tracing::debug!("munmap: {}", io::Error::last_os_error());
-        }
-    }
+/// One buffer's state on the worker's side.
+#[derive(Clone, Copy, Debug, Default)]
+struct Buf {
+    /// Published in the ring and not released by the kernel: the kernel may write it (from
+    /// `used` on, with incremental consumption).
+    in_kernel: bool,
+    /// Pieces of it lent to or held by the worker.
+    refs: u16,
+    /// Incremental consumption: bytes of it the kernel has filled so far.
+    used: u32,
 }
 
 pub(super) struct BufRing {
@@ -74,17 +52,29 @@ pub(super) struct BufRing {
     data: Mmap,
     count: u16,
     size: u32,
+    bgid: u16,
+    /// Registered with IOU_PBUF_RING_INC.
+    inc: bool,
     /// Our copy of the tail; published to entry 0's `resv` with a release store.
     tail: u16,
-    /// Per buffer id: a completion handed it to the worker and it is not back in the ring.
-    lent: Vec<bool>,
+    /// Ring position (tail value when written, masked) -> buffer id written there.
+    order: Vec<u16>,
+    /// Buffer id -> ring position it was last written at.
+    pos: Vec<u16>,
+    bufs: Vec<Buf>,
     /// The kernel may still hold buffers: never unmap (see `Ring::drop`).
     leak: bool,
 }
 
+/// Why [`BufRing::take`] refused a completion's buffers.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Inconsistent(pub String);
+
 impl BufRing {
     /// Map the ring and the buffers and put every buffer in the ring (not yet registered).
-    pub fn new(count: u16, size: u32) -> io::Result<Self> {
+    /// `reversed` publishes them in descending id order (the bundle self-test uses it to make
+    /// ring order differ from id order).
+    pub fn new(count: u16, size: u32, bgid: u16, reversed: bool) -> io::Result<Self> {
         if !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer count must be a power of two <= 32768"));
         }
@@ -98,27 +88,48 @@ impl BufRing {
         // hands out a different buffer for every receive, so with 4 KiB pages nearly every
         // receive would also miss the TLB.
         let data = Mmap::anonymous(total, true)?;
-        let mut ring = Self { entries, data, count, size, tail: 0, lent: vec![false; usize::from(count)], leak: false };
-        for bid in 0..count {
-            ring.write_entry(bid);
+        let n = usize::from(count);
+        let mut ring = Self {
+            entries,
+            data,
+            count,
+            size,
+            bgid,
+            inc: false,
+            tail: 0,
+            order: vec![0; n],
+            pos: vec![0; n],
+            bufs: vec![Buf::default(); n],
+            leak: false,
+        };
+        for i in 0..count {
+            ring.write_entry(if reversed { count - 1 - i } else { i });
         }
         ring.publish();
         Ok(ring)
     }
 
-    /// Register the ring with the kernel as buffer group [`BGID`].
-    pub fn register(&self, submitter: &Submitter<'_>) -> io::Result<()> {
+    /// Register the ring with the kernel as its buffer group, consumed incrementally if
+    /// `inc` (IOU_PBUF_RING_INC).
+    pub fn register(&mut self, submitter: &Submitter<'_>, inc: bool) -> io::Result<()> {
+        let flags = if inc { io_uring::types::IOU_PBUF_RING_INC as u16 } else { 0 };
         count_syscall();
         // SAFETY: `entries` maps `count` ring entries, page aligned, and stays mapped until
         // after the group is unregistered or the ring is gone (`Ring` drops the IoUring first
         // and leaks the mapping if the kernel may still use it); buffer addresses in it point
         // into `data`, which lives just as long.
-        unsafe { submitter.register_buf_ring_with_flags(self.entries.ptr.as_ptr() as u64, self.count, BGID, 0) }
+        let r = unsafe {
+            submitter.register_buf_ring_with_flags(self.entries.ptr.as_ptr() as u64, self.count, self.bgid, flags)
+        };
+        if r.is_ok() {
+            self.inc = inc;
+        }
+        r
     }
 
     pub fn unregister(&self, submitter: &Submitter<'_>) {
         count_syscall();
-        if let Err(e) = submitter.unregister_buf_ring(BGID) {
+        if let Err(e) = submitter.unregister_buf_ring(self.bgid) {
             tracing::debug!("unregistering the buffer ring: {e}");
         }
     }
@@ -127,39 +138,143 @@ impl BufRing {
         self.leak = true;
     }
 
-    /// A completion handed buffer `bid` to the worker. False for an id we do not know or
-    /// already hold (a kernel bug, never a peer's doing): then nothing may be read from it.
-    pub fn take(&mut self, bid: u16) -> bool {
-        match self.lent.get_mut(usize::from(bid)) {
-            Some(l) if !*l => {
-                *l = true;
-                true
-            }
-            _ => false,
-        }
+    pub fn bgid(&self) -> u16 {
+        self.bgid
     }
 
-    /// Give a buffer the worker holds back to the kernel.
-    pub fn give(&mut self, bid: u16) {
-        match self.lent.get_mut(usize::from(bid)) {
-            Some(l) if *l => *l = false,
-            _ => return,
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// KiB of the buffers backed by transparent huge pages.
+    pub fn huge_kib(&self) -> Option<u64> {
+        self.data.huge_kib()
+    }
+
+    /// A receive completion named buffer `first` for `res` bytes (`buf_more`: the kernel
+    /// flagged IORING_CQE_F_BUF_MORE; `bundle`: the receive may span several buffers). On
+    /// success the pieces it lends are appended to `out`, in order, and the worker holds one
+    /// reference on each until [`BufRing::unref`]. A completion that contradicts the
+    /// bookkeeping changes nothing and lends nothing: its buffers stay out of the ring for
+    /// good rather than risk reuse while the kernel writes them.
+    pub fn take(
+        &mut self,
+        first: u16,
+        res: i32,
+        buf_more: bool,
+        bundle: bool,
+        out: &mut Vec<Seg>,
+    ) -> Result<(), Inconsistent> {
+        let Ok(mut left) = u32::try_from(res) else {
+            // A failed receive consumes no buffer (the kernel recycles it before posting).
+            return Ok(());
+        };
+        let mask = self.count - 1;
+        let Some(&p0) = self.pos.get(usize::from(first)) else {
+            return Err(Inconsistent(format!("unknown buffer id {first}")));
+        };
+        let start_len = out.len();
+        let mut p = p0;
+        loop {
+            let bid = self.order[usize::from(p & mask)];
+            let b = self.bufs[usize::from(bid)];
+            if !b.in_kernel || (p == p0 && bid != first) {
+                out.truncate(start_len);
+                return Err(Inconsistent(format!(
+                    "buffer {bid} (ring position {p}, completion named {first} for {res} bytes) is not the kernel's"
+                )));
+            }
+            let start = if self.inc { b.used } else { 0 };
+            let n = left.min(self.size - start);
+            if n > 0 || !self.inc {
+                out.push(Seg { bid, start, len: n });
+            }
+            left -= n;
+            if left == 0 {
+                break;
+            }
+            let pieces = out.len() - start_len;
+            if !bundle || pieces >= usize::from(self.count) {
+                out.truncate(start_len);
+                return Err(Inconsistent(format!(
+                    "{res} bytes from buffer {first} exceed what {pieces} buffer(s) of {} bytes can carry",
+                    self.size
+                )));
+            }
+            p = p.wrapping_add(1);
+        }
+        // Consistent: apply. Every piece but the last filled its buffer to the end, which the
+        // kernel then released; the last is released too unless the kernel keeps filling it.
+        let pieces = out.len() - start_len;
+        for (i, s) in out[start_len..].iter().enumerate() {
+            let b = &mut self.bufs[usize::from(s.bid)];
+            b.refs += 1;
+            if self.inc {
+                b.used = s.start + s.len;
+                let released = b.used == self.size;
+                if i + 1 == pieces && released == buf_more {
+                    tracing::debug!(
+                        "buffer {}: IORING_CQE_F_BUF_MORE is {buf_more} with {} of {} bytes used",
+                        s.bid,
+                        b.used,
+                        self.size
+                    );
+                }
+                b.in_kernel = !released;
+            } else {
+                b.in_kernel = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker is done with one piece of buffer `bid`: once it holds none and the kernel
+    /// has released it, the buffer goes back into the ring (visible at the next
+    /// [`BufRing::publish`]). Returns whether it did.
+    pub fn unref(&mut self, bid: u16) -> bool {
+        let Some(b) = self.bufs.get_mut(usize::from(bid)) else { return false };
+        if b.refs == 0 {
+            return false;
+        }
+        b.refs -= 1;
+        if b.refs > 0 || b.in_kernel {
+            return false;
         }
         self.write_entry(bid);
-        self.publish();
+        true
     }
 
-    /// The first `len` bytes of a buffer the worker holds.
-    pub fn slice(&self, bid: u16, len: u32) -> &[u8] {
-        if !self.lent.get(usize::from(bid)).copied().unwrap_or(false) {
+    /// Give pieces back and publish what went back into the ring.
+    pub fn give_back(&mut self, segs: &[Seg]) {
+        let mut any = false;
+        for s in segs {
+            any |= self.unref(s.bid);
+        }
+        if any {
+            self.publish();
+        }
+    }
+
+    /// The bytes of a piece the worker holds (empty if it holds none of that buffer).
+    pub fn slice(&self, s: Seg) -> &[u8] {
+        if self.bufs.get(usize::from(s.bid)).is_none_or(|b| b.refs == 0) {
             return &[];
         }
-        let len = len.min(self.size) as usize;
-        let offset = usize::from(bid) * self.size as usize;
-        // SAFETY: `bid < count`, so `offset + len <= count * size`, inside `data`. The kernel
-        // wrote these bytes before posting the completion that lent us the buffer and cannot
-        // write them again until `give`, which needs `&mut self` and so waits for this borrow.
+        let start = s.start.min(self.size) as usize;
+        let len = s.len.min(self.size - start as u32) as usize;
+        let offset = usize::from(s.bid) * self.size as usize + start;
+        // SAFETY: `bid < count` and `start + len <= size`, so the range is inside `data`. The
+        // kernel wrote these bytes before posting the completion that lent them and cannot
+        // write them again while the worker holds a piece of the buffer: without incremental
+        // consumption the buffer is out of the ring until `unref` puts it back (which needs
+        // `&mut self` and so waits for this borrow); with it, the kernel only writes past
+        // `used`, which is at or past the end of every piece lent so far.
         unsafe { std::slice::from_raw_parts(self.data.ptr.as_ptr().add(offset), len) }
+    }
+
+    /// The address of a piece's first byte, for a send straight out of it.
+    pub fn addr(&self, s: Seg) -> *const u8 {
+        self.slice(s).as_ptr()
     }
 
     /// Write `bid` into the entry at our tail and advance it (not yet visible to the kernel).
@@ -170,13 +285,16 @@ impl BufRing {
         // entries of io-uring's `#[repr(transparent)]` `struct io_uring_buf`, zeroed by the
         // mapping, so the reference is aligned and valid. The slot at our tail is not visible
         // to the kernel (it reads only up to the published tail) and holds no buffer it still
-        // needs: `bid` was held by us, so fewer than `count` buffers are in the ring. The only
+        // needs: `bid` was out of the ring, so fewer than `count` buffers are in it. The only
         // field the kernel may read concurrently is entry 0's `resv` (the tail), which the
         // setters below do not touch.
         let e = unsafe { &mut *self.entries.ptr.as_ptr().cast::<BufRingEntry>().add(idx) };
         e.set_addr(addr);
         e.set_len(self.size);
         e.set_bid(bid);
+        self.order[idx] = bid;
+        self.pos[usize::from(bid)] = self.tail;
+        self.bufs[usize::from(bid)] = Buf { in_kernel: true, refs: 0, used: 0 };
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -198,10 +316,8 @@ impl Drop for BufRing {
     fn drop(&mut self) {
         if self.leak {
             // The kernel may still write into `data`: keep both mappings forever.
-            let entries = std::mem::replace(&mut self.entries, Mmap { ptr: NonNull::dangling(), len: 0 });
-            let data = std::mem::replace(&mut self.data, Mmap { ptr: NonNull::dangling(), len: 0 });
-            std::mem::forget(entries);
-            std::mem::forget(data);
+            self.entries.leak();
+            self.data.leak();
         }
     }
 }
@@ -210,25 +326,71 @@ impl Drop for BufRing {
 mod tests {
     use super::*;
 
-    #[test]
-    fn buffers_are_readable_only_while_lent_and_given_back_once() {
-        let mut r = BufRing::new(4, 64).unwrap();
-        assert_eq!(r.tail, 4, "every buffer starts in the ring");
-        assert!(r.slice(1, 10).is_empty(), "a buffer in the ring is the kernel's");
-        assert!(r.take(1));
-        assert_eq!(r.slice(1, 10).len(), 10);
-        assert_eq!(r.slice(1, 1000).len(), 64, "never past the buffer");
-        assert!(!r.take(1), "taken twice");
-        r.give(1);
-        assert!(r.slice(1, 10).is_empty());
-        r.give(1); // a second give is ignored
-        assert_eq!(r.tail, 5);
-        assert!(!r.take(9), "unknown id");
+    fn seg(bid: u16, start: u32, len: u32) -> Seg {
+        Seg { bid, start, len }
     }
 
     #[test]
-    fn counts_must_be_powers_of_two() {
-        assert!(BufRing::new(3, 64).is_err());
-        assert!(BufRing::new(8, 0).is_err());
+    fn buffers_are_readable_only_while_lent_and_given_back_once() {
+        let mut r = BufRing::new(4, 64, BGID, false).unwrap();
+        assert_eq!(r.tail, 4, "every buffer starts in the ring");
+        assert!(r.slice(seg(1, 0, 10)).is_empty(), "a buffer in the ring is the kernel's");
+        let mut out = Vec::new();
+        r.take(1, 10, false, false, &mut out).unwrap();
+        assert_eq!(out, [seg(1, 0, 10)]);
+        assert_eq!(r.slice(out[0]).len(), 10);
+        assert_eq!(r.slice(seg(1, 0, 1000)).len(), 64, "never past the buffer");
+        assert!(r.take(1, 10, false, false, &mut Vec::new()).is_err(), "taken twice");
+        r.give_back(&out);
+        assert!(r.slice(out[0]).is_empty());
+        r.give_back(&out); // a second give is ignored
+        assert_eq!(r.tail, 5);
+        assert!(r.take(9, 1, false, false, &mut Vec::new()).is_err(), "unknown id");
+        assert!(r.take(2, 65, false, false, &mut Vec::new()).is_err(), "more than a buffer without bundles");
+        assert_eq!(r.take(2, -104, false, false, &mut out), Ok(()), "an error lends nothing");
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_bundle_follows_ring_order_not_id_order() {
+        let mut r = BufRing::new(4, 8, BGID, true).unwrap(); // ring order 3, 2, 1, 0
+        let mut out = Vec::new();
+        r.take(3, 20, false, true, &mut out).unwrap();
+        assert_eq!(out, [seg(3, 0, 8), seg(2, 0, 8), seg(1, 0, 4)]);
+        // Giving back 2 then 3 then 1 puts them in the ring in that order after 0.
+        r.give_back(&out[1..2]);
+        r.give_back(&out[..1]);
+        r.give_back(&out[2..]);
+        out.clear();
+        r.take(0, 32, false, true, &mut out).unwrap();
+        assert_eq!(out.iter().map(|s| s.bid).collect::<Vec<_>>(), [0, 2, 3, 1]);
+        assert!(r.take(0, 1, false, true, &mut Vec::new()).is_err(), "0 is ours now");
+    }
+
+    #[test]
+    fn incremental_buffers_lend_pieces_and_return_once_full_and_unreferenced() {
+        let mut r = BufRing::new(2, 16, BGID, false).unwrap();
+        r.inc = true;
+        let mut a = Vec::new();
+        r.take(0, 5, true, false, &mut a).unwrap();
+        let mut b = Vec::new();
+        r.take(0, 6, true, false, &mut b).unwrap();
+        assert_eq!((a[0], b[0]), (seg(0, 0, 5), seg(0, 5, 6)));
+        r.give_back(&a);
+        assert_eq!(r.tail, 2, "the kernel still fills buffer 0");
+        let mut c = Vec::new();
+        r.take(0, 5, false, false, &mut c).unwrap();
+        assert_eq!(c, [seg(0, 11, 5)]);
+        r.give_back(&c);
+        assert_eq!(r.tail, 2, "b still holds a piece of it");
+        assert_eq!(r.slice(b[0]).len(), 6);
+        r.give_back(&b);
+        assert_eq!(r.tail, 3, "full and unreferenced: back in the ring");
+        // An incremental bundle: the rest of buffer 1 and then buffer 0 (anew).
+        let mut d = Vec::new();
+        r.take(1, 4, true, true, &mut d).unwrap();
+        let mut e = Vec::new();
+        r.take(1, 20, true, true, &mut e).unwrap();
+        assert_eq!(e, [seg(1, 4, 12), seg(0, 0, 8)]);
     }
 }

@@ -3,9 +3,15 @@
 //! loop needs is in this module:
 //! - `submit.rs`: the ring itself (registered fd, submission queue and backlog, enter);
 //! - `setup.rs`: setup flags with fallback, the opcode probe, the refusal message;
+//! - `start.rs`: bringing a ring up with the [`Techniques`] asked for, falling back (one INFO
+//!   line each) where the kernel lacks one; `features.rs`: the techniques and the self-test
+//!   of recv bundles and incremental buffers;
 //! - `ops.rs`: op-table entries and the submission entries of every request;
 //! - `completion.rs`: reaping completions, and the receive buffers they lend;
-//! - `bufring.rs`: the provided-buffer ring;
+//! - `bufring.rs`: the provided-buffer ring (bundles, incremental consumption); `mmap.rs`:
+//!   its memory (huge-page aligned);
+//! - `fixed.rs`: fixed file descriptors ([`FixedFd`], [`RingFd`]); `regwait.rs`: the
+//!   registered wait region;
 //! - `tokens.rs`: what moves between the caller and the ring ([`SendBuf`], [`HeldBuf`]).
 //!
 //! The parts do not import this file: the facade composes them, so no module imports one
@@ -21,8 +27,11 @@
 //!   `Vec<u8>`, whose heap block does not move with it) and comes back only in the request's
 //!   final [`Completion`], whatever happened to the connection meanwhile;
 //! - a receive buffer is lent between the completion that names it and the next call that
-//!   takes `&mut Ring` (which gives it back to the kernel); [`Ring::data`] borrows the ring,
-//!   so the borrow checker ends every read before the buffer is reused;
+//!   takes `&mut Ring` (which gives it back to the kernel); [`Ring::data`] and
+//!   [`Ring::chunks`] borrow the ring, so the borrow checker ends every read before the
+//!   buffer is reused. With recv bundles one completion lends several buffers, in order;
+//!   with incremental buffers it lends a piece of one, and the buffer goes back only once
+//!   the kernel has filled it and no piece of it is lent or held;
 //! - unless [`Ring::hold`] keeps it out of the ring as a [`HeldBuf`] (the proxy's zero-copy
 //!   relay): the token moves into a [`Ring::send_held`] request, comes back in its final
 //!   completion, and only [`Ring::release`], which consumes it, gives the buffer back;
@@ -40,8 +49,13 @@
 
 mod bufring;
 mod completion;
+mod features;
+mod fixed;
+mod mmap;
 mod ops;
+mod regwait;
 mod setup;
+mod start;
 mod submit;
 mod tokens;
 
@@ -52,18 +66,20 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::opcode;
 use tracing::{debug, warn};
 
 use crate::slab::Slab;
 use bufring::BufRing;
 use completion::Completions;
-use ops::{Kind, Owned, Slot};
+use ops::{Kind, Msg, Owned, Slot};
 use submit::{Uring, Wait};
 
 pub use completion::Completion;
+pub use features::Techniques;
+pub use fixed::{FixedFd, RingFd, Target};
 pub use ops::OpId;
 pub use setup::SetupError;
+pub use start::RingConfig;
 pub use tokens::{ForeignBuf, HeldBuf, SendBuf};
 
 /// How long an enter waits for a batch of completions before settling for fewer: long
@@ -77,17 +93,6 @@ const QUIESCE: Duration = Duration::from_secs(1);
 /// Ids of rings, unique in the process (0 is never used).
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Sizes of a worker's ring.
-#[derive(Clone, Copy, Debug)]
-pub struct RingConfig {
-    pub sq_entries: u32,
-    pub cq_entries: u32,
-    pub buf_count: u16,
-    pub buf_size: u32,
-    /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never).
-    pub send_zc_min: usize,
-}
-
 /// One worker's io_uring. Not `Send`: the ring is single-issuer and its registered fd is only
 /// valid in the thread that created it.
 pub struct Ring<T: Copy> {
@@ -96,12 +101,16 @@ pub struct Ring<T: Copy> {
     bufs: BufRing,
     ops: Slab<Slot<T>>,
     done: Completions,
-    /// This ring's id, stamped on its completions and held buffers.
+    /// This ring's id, stamped on its completions, held buffers and fixed descriptors.
     id: u64,
     /// The kernel caps multishot receives at a byte count (Linux 6.17+).
     recv_limit: bool,
     /// The kernel takes a minimum wait time with a completion count (Linux 6.12+).
     min_timeout: bool,
+    /// The techniques granted.
+    techniques: Techniques,
+    /// One line per technique asked for and not granted.
+    fallbacks: Vec<String>,
     /// Sends queued since the last enter.
     sends_queued: u32,
     /// Sends of at least this many bytes go zero-copy (`usize::MAX`: never).
@@ -111,70 +120,42 @@ pub struct Ring<T: Copy> {
 }
 
 impl<T: Copy> Ring<T> {
-    /// Set up the ring (setup flags with fallback, probe, buffer ring, registered fd).
+    /// Set up the ring (setup flags with fallback, probe, buffer ring, registered fd), with
+    /// no optional technique.
     pub fn new(cfg: RingConfig) -> Result<Self, SetupError> {
-        if !cfg.buf_count.is_power_of_two() || cfg.buf_count > 32768 {
-            return Err(SetupError::Invalid(format!(
-                "--uring-bufs must be a power of two between 1 and 32768 (got {})",
-                cfg.buf_count
-            )));
-        }
-        if cfg.buf_size == 0 || cfg.buf_size > (1 << 30) {
-            return Err(SetupError::Invalid(format!("--uring-buf-size out of range (got {})", cfg.buf_size)));
-        }
-        let sq = cfg.sq_entries.clamp(1, 32768);
-        let cq = cfg.cq_entries.clamp(sq.next_power_of_two(), 65536);
-        let (ring, flags) = setup::build(sq, cq)?;
-        setup::check(&ring)?;
-        let bufs = BufRing::new(cfg.buf_count, cfg.buf_size).map_err(|e| {
-            SetupError::Io(io::Error::new(e.kind(), format!("mapping the io_uring receive buffers: {e}")))
-        })?;
-        if let Err(e) = bufs.register(&ring.submitter()) {
-            return Err(match e.raw_os_error() {
-                Some(libc::EINVAL | libc::EOPNOTSUPP) => setup::unavailable(&format!(
-                    "registering a provided-buffer ring failed ({e}; needs Linux 5.19 or later)"
-                )),
-                Some(libc::ENOMEM) => setup::unavailable(&format!(
-                    "registering the provided-buffer ring failed ({e}; try fewer --uring-bufs)"
-                )),
-                _ => SetupError::Io(io::Error::new(e.kind(), format!("registering the buffer ring: {e}"))),
-            });
-        }
-        let send_zc = setup::supports(&ring, opcode::SendZc::CODE);
-        let mut uring = Uring::new(ring);
-        let recv_limit = setup::probe_recv_limit(&mut uring);
+        Self::with_techniques(cfg, Techniques::default())
+    }
+
+    /// Set up the ring with the optional techniques asked for; each one the kernel lacks is
+    /// off (one INFO line, and a line in [`Ring::fallbacks`]). [`Ring::techniques`] says what
+    /// was granted.
+    pub fn with_techniques(cfg: RingConfig, asked: Techniques) -> Result<Self, SetupError> {
+        let p = start::start(&cfg, asked)?;
         let send_zc_min = match cfg.send_zc_min {
             0 => usize::MAX,
-            _ if !send_zc => {
+            _ if !p.send_zc => {
                 warn!("this kernel has no IORING_OP_SEND_ZC: zero-copy sends are off");
                 usize::MAX
             }
             n => n,
         };
-        let params = uring.ring().params();
-        let min_timeout = params.is_feature_min_timeout();
         let info = format!(
-            "io_uring {flags}, sq {} cq {}, {}, {} x {} B receive buffers, receive byte limits {}, batched waits {}, \
-             zero-copy sends {}",
-            params.sq_entries(),
-            params.cq_entries(),
-            if uring.registered() { "registered ring fd" } else { "ring fd not registered" },
-            cfg.buf_count,
-            cfg.buf_size,
-            if recv_limit { "supported" } else { "unsupported" },
-            if min_timeout { "supported" } else { "unsupported" },
-            if send_zc_min == usize::MAX { "off".to_string() } else { format!("from {send_zc_min} B") },
+            "{}, zero-copy sends {}",
+            p.info,
+            if send_zc_min == usize::MAX { "off".to_string() } else { format!("from {send_zc_min} B") }
         );
         let id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed);
-        let done = Completions::new(id, params.cq_entries() as usize);
+        let done = Completions::new(id, p.uring.ring().params().cq_entries() as usize);
         Ok(Self {
-            uring,
-            bufs,
+            uring: p.uring,
+            bufs: p.bufs,
             ops: Slab::new(),
             done,
             id,
-            recv_limit,
-            min_timeout,
+            recv_limit: p.recv_limit,
+            min_timeout: p.min_timeout,
+            techniques: p.granted,
+            fallbacks: p.fallbacks,
             sends_queued: 0,
             send_zc_min,
             info,
@@ -182,10 +163,34 @@ impl<T: Copy> Ring<T> {
         })
     }
 
+    /// The optional techniques in use (those asked for that the kernel granted).
+    #[must_use]
+    pub fn techniques(&self) -> Techniques {
+        self.techniques
+    }
+
+    /// One line per technique asked for and not granted, saying why.
+    #[must_use]
+    pub fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
+    }
+
+    /// Size of each provided receive buffer.
+    #[must_use]
+    pub fn buffer_size(&self) -> u32 {
+        self.bufs.size()
+    }
+
     /// One line describing the setup (flags, sizes), for the log.
     #[must_use]
     pub fn describe(&self) -> &str {
         &self.info
+    }
+
+    /// Whether waits use a registered wait region.
+    #[must_use]
+    pub fn reg_wait(&self) -> bool {
+        self.uring.reg_wait()
     }
 
     /// Zero-copy sends completed so far.
@@ -208,19 +213,48 @@ impl<T: Copy> Ring<T> {
 
     /// Queue a multishot accept on `listener`; accepted sockets are blocking and close-on-exec.
     pub fn accept_multi(&mut self, listener: &TcpListener, op: T) -> OpId {
-        let id = self.ops.insert(Slot::new(Kind::Accept, op, Owned::Nothing));
+        self.accept(listener, op, false)
+    }
+
+    /// Queue a multishot accept whose connections go straight into the fixed file table
+    /// ([`Completion::accepted_fixed`]); a full table fails an accept with ENFILE. Without a
+    /// table ([`Techniques::fixed_files`] not granted) this is [`Ring::accept_multi`].
+    pub fn accept_multi_direct(&mut self, listener: &TcpListener, op: T) -> OpId {
+        self.accept(listener, op, self.techniques.fixed_files > 0)
+    }
+
+    fn accept(&mut self, listener: &TcpListener, op: T, direct: bool) -> OpId {
+        let kind = if direct { Kind::AcceptDirect } else { Kind::Accept };
+        let id = self.ops.insert(Slot::new(kind, op, Owned::Nothing));
         // SAFETY: no pointer in an accept (the peer address is not asked for).
-        unsafe { self.uring.push(ops::accept_multi(listener.as_raw_fd()).user_data(id.to_u64())) };
+        unsafe { self.uring.push(ops::accept_multi(listener.as_raw_fd(), direct).user_data(id.to_u64())) };
         id
     }
 
-    /// Queue a multishot receive into the provided-buffer ring. With `limit` > 0 (and a
-    /// kernel that supports it) the receive ends, without F_MORE, once it has delivered that
-    /// many bytes: backpressure without the completions already queued overshooting it.
-    pub fn recv_multi(&mut self, stream: &TcpStream, op: T, limit: u32) -> OpId {
+    /// What a request on `sock` targets; a fixed descriptor of another ring's table is
+    /// refused (logged), and the request fails with EBADF.
+    fn target(&self, sock: &impl RingFd) -> Target {
+        match sock.target() {
+            Target::Fixed { ring, slot } if ring != self.id => {
+                warn!(
+                    "a fixed descriptor (slot {slot}) of io_uring #{ring} was handed to io_uring #{}: refused",
+                    self.id
+                );
+                Target::Fd(-1)
+            }
+            t => t,
+        }
+    }
+
+    /// Queue a multishot receive into the provided-buffer ring (several buffers per
+    /// completion with recv bundles). With `limit` > 0 (and a kernel that supports it) the
+    /// receive ends, without F_MORE, once it has delivered that many bytes: backpressure
+    /// without the completions already queued overshooting it.
+    pub fn recv_multi(&mut self, sock: &impl RingFd, op: T, limit: u32) -> OpId {
         let id = self.ops.insert(Slot::new(Kind::Recv, op, Owned::Nothing));
         let limit = (self.recv_limit && limit > 0).then_some(limit);
-        let e = ops::recv_multi(stream.as_raw_fd(), limit).user_data(id.to_u64());
+        let t = self.target(sock);
+        let e = ops::recv_multi(t, self.bufs.bgid(), limit, self.techniques.bundle).user_data(id.to_u64());
         // SAFETY: no pointer: the kernel picks buffers of the registered buffer ring, which
         // lives as long as the ring (and is leaked if requests outlive the drop's wait).
         unsafe { self.uring.push(e) };
@@ -229,7 +263,8 @@ impl<T: Copy> Ring<T> {
 
     /// Queue a send of `buf.pending()`; the ring owns `buf` until the final completion, which
     /// hands it back in [`Completion::sent`].
-    pub fn send(&mut self, stream: &TcpStream, buf: SendBuf, op: T) -> OpId {
+    pub fn send(&mut self, sock: &impl RingFd, buf: SendBuf, op: T) -> OpId {
+        let t = self.target(sock);
         let zc = buf.len() >= self.send_zc_min;
         let kind = if zc { Kind::SendZc } else { Kind::Send };
         let id = self.ops.insert(Slot::new(kind, op, Owned::Send(buf)));
@@ -238,7 +273,7 @@ impl<T: Copy> Ring<T> {
             _ => &[],
         };
         let len = u32::try_from(pending.len()).unwrap_or(u32::MAX);
-        let e = ops::send(stream.as_raw_fd(), pending.as_ptr(), len, zc).user_data(id.to_u64());
+        let e = ops::send(t, pending.as_ptr(), len, zc).user_data(id.to_u64());
         // SAFETY: the pointer targets the heap block of the Vec in this request's op-table
         // entry, which does not move when the entry does, and nothing mutates or frees it
         // before the final completion (for a zero-copy send, the notification that the kernel
@@ -248,27 +283,44 @@ impl<T: Copy> Ring<T> {
         id
     }
 
-    /// Keep the receive buffer of completion `c` (the one just handed out) out of the ring:
-    /// it is not given back at the next call, and its bytes can be sent as they are with
-    /// [`Ring::send_held`]. `None` if `c` carries no buffer, or is not the last completion
-    /// this ring handed out.
+    /// Keep the receive buffer(s) of completion `c` (the one just handed out) out of the
+    /// ring: they are not given back at the next call, and their bytes can be sent as they
+    /// are with [`Ring::send_held`] (echo or relay without a copy). `None` if `c` lends no
+    /// bytes, or is not the last completion this ring handed out.
     pub fn hold(&mut self, c: &Completion<T>) -> Option<HeldBuf> {
         self.done.hold(c)
     }
 
-    /// Queue a send of the unsent bytes of a held receive buffer; the request owns it until
-    /// the final completion, which hands it back in [`Completion::held`]. A buffer another
-    /// ring lent is refused.
-    pub fn send_held(&mut self, stream: &TcpStream, held: HeldBuf, op: T) -> Result<OpId, ForeignBuf> {
+    /// Queue a send of the unsent bytes of a held receive buffer (a `sendmsg` over its pieces
+    /// when it spans several buffers); the request owns it until the final completion, which
+    /// hands it back in [`Completion::held`]. A buffer another ring lent is refused.
+    pub fn send_held(&mut self, sock: &impl RingFd, held: HeldBuf, op: T) -> Result<OpId, ForeignBuf> {
         self.check_owner(&held)?;
-        let (bid, len, off) = (held.bid, held.len, held.off as usize);
-        let id = self.ops.insert(Slot::new(Kind::Send, op, Owned::Held(held)));
-        let pending = self.bufs.slice(bid, len).get(off..).unwrap_or(&[]);
-        let e = ops::send(stream.as_raw_fd(), pending.as_ptr(), pending.len() as u32, false).user_data(id.to_u64());
-        // SAFETY: the pointer targets a buffer of this ring's buffer ring that is lent to us
-        // (checked above: this ring lent it) and owned by this request's entry: the kernel
-        // cannot pick it for a receive, and nothing gives it back before the final completion.
-        unsafe { self.uring.push(e) };
+        let t = self.target(sock);
+        let (first, more) = {
+            let mut pending = held.pending();
+            (pending.next(), pending.next().is_some())
+        };
+        let (e, owned) = if more {
+            let iov: Box<[libc::iovec]> = held
+                .pending()
+                .map(|s| libc::iovec { iov_base: self.bufs.addr(s).cast_mut().cast(), iov_len: s.len as usize })
+                .collect();
+            let msg = Msg::new(iov);
+            (ops::sendmsg(t, &msg.hdr), Owned::HeldMsg(held, msg))
+        } else {
+            // One piece (or none left): a plain send, no allocation.
+            let (ptr, len) = first.map_or((std::ptr::null(), 0), |s| (self.bufs.addr(s), s.len));
+            (ops::send(t, ptr, len, false), Owned::Held(held))
+        };
+        let id = self.ops.insert(Slot::new(Kind::Send, op, owned));
+        // SAFETY: the pointers (the data, or the message header, its vector and the data it
+        // points to) target buffers of this ring's buffer ring that are lent to us (checked
+        // above: this ring lent them) and owned by this request's entry, and boxed headers in
+        // that entry (which do not move when the entry does): the kernel cannot pick the
+        // buffers for a receive, and nothing gives them back or frees the header before the
+        // final completion.
+        unsafe { self.uring.push(e.user_data(id.to_u64())) };
         self.sends_queued = self.sends_queued.saturating_add(1);
         Ok(id)
     }
@@ -277,7 +329,7 @@ impl<T: Copy> Ring<T> {
     /// (and stays out of both rings).
     pub fn release(&mut self, held: HeldBuf) -> Result<(), ForeignBuf> {
         self.check_owner(&held)?;
-        self.bufs.give(held.bid);
+        self.bufs.give_back(held.segs.as_slice());
         Ok(())
     }
 
@@ -321,24 +373,69 @@ impl<T: Copy> Ring<T> {
     /// request uses the descriptor any more, or the socket stays open until they end.
     pub fn close(&mut self, fd: impl Into<OwnedFd>) {
         // SAFETY: no pointer in a close; the descriptor is ours to close (taken from its owner).
-        unsafe { self.uring.push(ops::close(fd.into().into_raw_fd())) };
+        unsafe { self.uring.push(ops::close(Target::Fd(fd.into().into_raw_fd()))) };
     }
 
-    /// The bytes a receive completion delivered: empty for any other completion, and for one
-    /// that is not the last completion this ring handed out (its buffer is back in the ring).
+    /// Close a fixed descriptor (free its table slot). Requests still using it keep the
+    /// socket open until they end; another ring's descriptor is refused (logged).
+    pub fn close_fixed(&mut self, fd: FixedFd) {
+        if let t @ Target::Fixed { .. } = self.target(&fd) {
+            // SAFETY: no pointer in a close; the slot is ours to close (the token is consumed).
+            unsafe { self.uring.push(ops::close(t)) };
+        }
+    }
+
+    /// Queue a shutdown of the write side of `sock` (the way to shut a fixed descriptor; the
+    /// completion carries the result).
+    pub fn shutdown_write(&mut self, sock: &impl RingFd, op: T) -> OpId {
+        let t = self.target(sock);
+        let id = self.ops.insert(Slot::new(Kind::Other, op, Owned::Nothing));
+        // SAFETY: no pointer in a shutdown.
+        unsafe { self.uring.push(ops::shutdown_write(t).user_data(id.to_u64())) };
+        id
+    }
+
+    /// Queue SO_LINGER 0 on `sock` (its close then resets the connection), the way to do it
+    /// on a fixed descriptor (Linux 6.7 socket commands).
+    pub fn set_linger_zero(&mut self, sock: &impl RingFd, op: T) -> OpId {
+        let t = self.target(sock);
+        let value = Box::new(libc::linger { l_onoff: 1, l_linger: 0 });
+        let ptr: *const libc::linger = &*value;
+        let id = self.ops.insert(Slot::new(Kind::Other, op, Owned::Opt(value)));
+        // SAFETY: the value is boxed in this request's entry (the box does not move with the
+        // entry) until the final completion.
+        unsafe { self.uring.push(ops::set_linger(t, ptr).user_data(id.to_u64())) };
+        id
+    }
+
+    /// The bytes a receive completion delivered when they are in one buffer (always, without
+    /// recv bundles): empty for any other completion, for one that is not the last
+    /// completion this ring handed out (its buffer is back in the ring), and for a bundle
+    /// spanning several buffers (read those with [`Ring::chunks`]).
     #[must_use]
     pub fn data(&self, c: &Completion<T>) -> &[u8] {
         match self.done.lent_by(c) {
-            Some((bid, len)) => self.bufs.slice(bid, len),
+            Some([one]) => self.bufs.slice(*one),
+            Some(_) => {
+                debug!("Ring::data on a completion spanning {} buffers: use Ring::chunks", c.buffers);
+                &[]
+            }
             None => &[],
         }
     }
 
-    /// The next completion, or `None` once the CQ is empty. Gives back the receive buffer
+    /// The bytes a receive completion delivered, buffer by buffer, in order (several for a
+    /// recv bundle); nothing for the completions [`Ring::data`] gives nothing for.
+    pub fn chunks<'a>(&'a self, c: &Completion<T>) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let segs = self.done.lent_by(c).unwrap_or(&[]);
+        segs.iter().map(|s| self.bufs.slice(*s))
+    }
+
+    /// The next completion, or `None` once the CQ is empty. Gives back the receive buffers
     /// lent by the previous one.
     pub fn next_completion(&mut self) -> Option<Completion<T>> {
         let zc = self.send_zc_min != usize::MAX;
-        self.done.next(&mut self.uring, &mut self.ops, &mut self.bufs, zc)
+        self.done.next(&mut self.uring, &mut self.ops, &mut self.bufs, zc, self.techniques.bundle)
     }
 
     /// Submit everything queued and wait up to `max_wait` for completions (not at all when
@@ -352,7 +449,8 @@ impl<T: Copy> Ring<T> {
     pub fn enter(&mut self, max_wait: Duration, batch: u32) -> io::Result<()> {
         self.done.give_back(&mut self.bufs);
         self.uring.flush_backlog();
-        let busy = self.done.pending() || self.uring.backlogged();
+        // Never wait while completions are already there to be handled.
+        let busy = self.done.pending() || self.uring.backlogged() || self.uring.cq_ready();
         let sends = std::mem::take(&mut self.sends_queued);
         let wait = (!busy && !max_wait.is_zero()).then(|| {
             if self.min_timeout && batch > 1 {

@@ -1,13 +1,15 @@
-//! Ring creation (setup flags with fallback), the opcode probe, the probe for receive byte
-//! limits, and the one-line refusal when io_uring is missing or forbidden.
+//! Ring creation (setup flags with fallback, SQPOLL if asked), the opcode probe, the probe for
+//! receive byte limits, and the one-line refusal when io_uring is missing or forbidden.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, IoUring, Probe};
 
-use super::ops::{self, PROBE};
+use super::bufring::BGID;
+use super::fixed::Target;
+use super::ops::{self, PROBE, PROBE_END};
 use super::submit::{Uring, Wait};
 use crate::count_syscall;
 
@@ -35,26 +37,55 @@ const REQUIRED: [(u8, &str); 7] = [
     (opcode::Connect::CODE, "CONNECT"),
 ];
 
-/// Setup flags tried in order; the next set is tried when the kernel answers EINVAL.
-const ATTEMPTS: [(&str, Flags); 3] = [
+/// Setup flags tried in order; the next set is tried when the kernel answers EINVAL. SQPOLL
+/// (asked for) comes first; it excludes DEFER_TASKRUN.
+const ATTEMPTS: [(&str, Flags); 4] = [
+    ("SQPOLL|SINGLE_ISSUER", Flags::SqPoll),
     ("SINGLE_ISSUER|DEFER_TASKRUN", Flags::DeferTaskrun),
     ("COOP_TASKRUN", Flags::CoopTaskrun),
     ("no setup flags", Flags::None),
 ];
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Flags {
+    SqPoll,
     DeferTaskrun,
     CoopTaskrun,
     None,
 }
 
-/// Create a ring with the best setup flags this kernel accepts; returns it and their name.
-pub(super) fn build(sq_entries: u32, cq_entries: u32) -> Result<(IoUring, &'static str), SetupError> {
+/// A ring just created, still disabled if `disabled` was asked (so that a wait region can be
+/// registered before it is enabled).
+pub(super) struct Built {
+    pub ring: IoUring,
+    /// The setup flags it got.
+    pub flags: &'static str,
+    /// Why SQPOLL, asked for, was not granted.
+    pub sqpoll_refused: Option<String>,
+}
+
+/// Create a ring with the best setup flags this kernel accepts: with a submission-queue
+/// polling thread first when `sqpoll` gives its idle time, then without. `disabled` adds
+/// IORING_SETUP_R_DISABLED to every attempt (enable it with [`enable`]).
+pub(super) fn build(
+    sq_entries: u32,
+    cq_entries: u32,
+    sqpoll: Option<Duration>,
+    disabled: bool,
+) -> Result<Built, SetupError> {
+    let mut sqpoll_refused = None;
     for (name, flags) in ATTEMPTS {
         let mut b = IoUring::builder();
         b.setup_cqsize(cq_entries).setup_clamp();
+        if disabled {
+            b.setup_r_disabled();
+        }
         match flags {
+            Flags::SqPoll => {
+                let Some(idle) = sqpoll else { continue };
+                let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(1);
+                b.setup_submit_all().setup_single_issuer().setup_sqpoll(idle_ms);
+            }
             Flags::DeferTaskrun => {
                 b.setup_submit_all().setup_single_issuer().setup_defer_taskrun();
             }
@@ -65,7 +96,17 @@ pub(super) fn build(sq_entries: u32, cq_entries: u32) -> Result<(IoUring, &'stat
         }
         count_syscall();
         match b.build(sq_entries) {
-            Ok(ring) => return Ok((ring, name)),
+            Ok(ring) => {
+                if sqpoll.is_some() && flags != Flags::SqPoll && sqpoll_refused.is_none() {
+                    sqpoll_refused = Some("the kernel refused IORING_SETUP_SQPOLL with these flags".into());
+                }
+                return Ok(Built { ring, flags: name, sqpoll_refused });
+            }
+            // SQPOLL may also be refused for lack of privilege or memory: go on without it.
+            Err(e) if flags == Flags::SqPoll => {
+                sqpoll_refused = Some(format!("io_uring_setup with IORING_SETUP_SQPOLL failed: {e}"));
+                continue;
+            }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
             Err(e) => return Err(setup_failure(&e)),
         }
@@ -73,6 +114,14 @@ pub(super) fn build(sq_entries: u32, cq_entries: u32) -> Result<(IoUring, &'stat
     Err(unavailable(
         "io_uring_setup rejected every flag combination with EINVAL (kernel too old: ringpoll needs Linux 6.0 or later)",
     ))
+}
+
+/// Enable a ring created disabled.
+pub(super) fn enable(ring: &IoUring) -> Result<(), SetupError> {
+    count_syscall();
+    ring.submitter()
+        .register_enable_rings()
+        .map_err(|e| SetupError::Io(io::Error::new(e.kind(), format!("enabling the io_uring: {e}"))))
 }
 
 /// Check the kernel features and opcodes the worker relies on.
@@ -131,27 +180,63 @@ fn eperm_cause() -> String {
 pub(super) fn probe_recv_limit(uring: &mut Uring) -> bool {
     count_syscall();
     let Ok((a, _b)) = std::os::unix::net::UnixStream::pair() else { return false };
-    let e = ops::recv_multi(a.as_raw_fd(), Some(1)).user_data(PROBE);
+    let e = ops::recv_multi(Target::Fd(a.as_raw_fd()), BGID, Some(1), false).user_data(PROBE);
     // SAFETY: the entry carries no pointer (the buffers come from the registered ring).
     unsafe { uring.push(e) };
-    if uring.backlogged() || uring.enter(None, true).is_err() {
-        return false;
-    }
+    let Some(cqes) = probe_round(uring) else { return false };
     let mut armed = true;
     let mut supported = true;
-    for cqe in uring.drain() {
-        if cqe.user_data() == PROBE {
-            armed = cqueue::more(cqe.flags());
-            supported &= cqe.result() != -libc::EINVAL;
-        }
+    for cqe in cqes.iter().filter(|c| c.user_data() == PROBE) {
+        armed &= cqueue::more(cqe.flags());
+        supported &= cqe.result() != -libc::EINVAL;
     }
     if armed {
-        // SAFETY: no pointer in a cancel request.
-        unsafe { uring.push(ops::cancel(PROBE)) };
-        let wait = Wait { timeout: Duration::from_millis(100), min_complete: 1, min_wait: Duration::ZERO };
-        let _ = uring.enter(Some(wait), true);
-        // Whatever is left (the cancelled receive) is ignored, as PROBE, by the completions.
-        uring.drain();
+        end_probe(uring);
     }
     supported
+}
+
+/// Submit what a probe queued followed by a no-op, and collect completions until the no-op's
+/// (a submission-queue polling thread submits asynchronously; the no-op completes after the
+/// probe's requests were issued). `None` if the ring fails or it takes over a second.
+pub(super) fn probe_round(uring: &mut Uring) -> Option<Vec<cqueue::Entry>> {
+    // SAFETY: no pointer in a no-op.
+    unsafe { uring.push(ops::nop().user_data(PROBE_END)) };
+    if uring.backlogged() {
+        return None;
+    }
+    let end = Instant::now() + Duration::from_secs(1);
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        let wait = Wait { timeout: Duration::from_millis(50), min_complete: 1, min_wait: Duration::ZERO };
+        match uring.enter(Some(wait), true) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+            Err(_) => return None,
+        }
+        let got = uring.drain();
+        let done = got.iter().any(|c| c.user_data() == PROBE_END);
+        out.extend(got);
+        if done {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// Cancel every request tagged PROBE and wait (bounded) for their final completions. False
+/// if one may still be armed.
+pub(super) fn end_probe(uring: &mut Uring) -> bool {
+    // SAFETY: no pointer in a cancel request.
+    unsafe { uring.push(ops::cancel(PROBE)) };
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        let wait = Wait { timeout: Duration::from_millis(50), min_complete: 1, min_wait: Duration::ZERO };
+        let _ = uring.enter(Some(wait), true);
+        // Whatever is left is ignored, as PROBE, by the completions.
+        if uring.drain().iter().any(|c| c.user_data() == PROBE && !cqueue::more(c.flags())) {
+            return true;
+        }
+    }
+    false
 }

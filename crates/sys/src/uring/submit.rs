@@ -9,6 +9,7 @@ use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{cqueue, squeue, CompletionQueue, EnterFlags, IoUring, SubmissionQueue, Submitter};
 use tracing::debug;
 
+use super::regwait::{RegWait, RegWaitArg};
 use crate::count_syscall;
 
 type SubmitterOf<'a> = Submitter<'a>;
@@ -39,16 +40,23 @@ pub(super) struct Wait {
 /// One thread's ring. The submission and completion queues are only reached through
 /// [`Uring::with_sq`] and [`Uring::with_cq`], which take `&mut self`.
 pub(super) struct Uring {
+    // Field order is drop order: the ring goes before the wait region it pins.
     cell: Cell,
     /// Entries that did not fit in a full submission queue (kept in order).
     backlog: VecDeque<squeue::Entry>,
     /// The ring fd is registered for this thread (no fd lookup per enter).
     registered: bool,
+    /// Waits pass their arguments through this registered region (Linux 6.13).
+    regwait: Option<RegWait>,
+    /// A kernel thread polls the submission queue (IORING_SETUP_SQPOLL).
+    sqpoll: bool,
 }
 
 impl Uring {
-    /// Take the ring and register its fd for the calling thread (best effort: Linux 5.18+).
-    pub fn new(ring: IoUring) -> Self {
+    /// Take the ring (enabled, with its wait region if registered) and register its fd for
+    /// the calling thread (best effort: Linux 5.18+).
+    pub fn new(ring: IoUring, regwait: Option<RegWait>) -> Self {
+        let sqpoll = ring.params().is_setup_sqpoll();
         let mut cell = Cell::new(ring, IoUring::submitter);
         count_syscall();
         let registered = match cell.with_dependent_mut(|_, s| s.register_ring_fd()) {
@@ -58,7 +66,30 @@ impl Uring {
                 false
             }
         };
-        Self { cell, backlog: VecDeque::new(), registered }
+        Self { cell, backlog: VecDeque::new(), registered, regwait, sqpoll }
+    }
+
+    /// Waits use the registered wait region.
+    pub fn reg_wait(&self) -> bool {
+        self.regwait.is_some()
+    }
+
+    /// Completions are waiting in the CQ.
+    pub fn cq_ready(&mut self) -> bool {
+        self.with_cq(|cq| !CompletionQueue::is_empty(cq))
+    }
+
+    /// IORING_ENTER_SQ_WAKEUP if the SQPOLL thread sleeps and entries are queued for it.
+    fn wakeup(&mut self) -> u32 {
+        if !self.sqpoll {
+            return 0;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self.with_sq(|sq| sq.need_wakeup()) {
+            EnterFlags::SQ_WAKEUP.bits()
+        } else {
+            0
+        }
     }
 
     pub fn ring(&self) -> &IoUring {
@@ -153,7 +184,23 @@ impl Uring {
     /// `wait`), also run deferred task work so that completions are posted.
     pub fn enter(&mut self, wait: Option<Wait>, getevents: bool) -> io::Result<()> {
         let to_submit = self.with_sq(|sq| sq.len()) as u32;
+        if let (Some(w), true) = (wait, self.regwait.is_some()) {
+            let wake = self.wakeup();
+            if let Some(r) = self.regwait.as_mut() {
+                r.set(w.timeout, w.min_wait);
+            }
+            let flags = EnterFlags::GETEVENTS | EnterFlags::EXT_ARG | EnterFlags::EXT_ARG_REG;
+            count_syscall();
+            // SAFETY: with IORING_ENTER_EXT_ARG_REG the argument is an offset into the
+            // registered wait region, not a pointer: `None` passes offset 0, where `set` just
+            // wrote this wait's arguments, and the size of `RegWaitArg` (the kernel's
+            // `struct io_uring_reg_wait`) as the argument size, as the kernel requires.
+            let r =
+                unsafe { self.submitter().enter::<RegWaitArg>(to_submit, w.min_complete, flags.bits() | wake, None) };
+            return r.map(drop);
+        }
         count_syscall();
+        let wake = if wait.is_none() && getevents { self.wakeup() } else { 0 };
         let sub = self.submitter();
         match wait {
             Some(w) => {
@@ -168,7 +215,8 @@ impl Uring {
             // it does not for DEFER_TASKRUN rings without TASKRUN_FLAG: ask explicitly.
             None if getevents => {
                 // SAFETY: no argument pointer is passed (`None`), and the flag needs none.
-                unsafe { sub.enter::<libc::sigset_t>(to_submit, 0, EnterFlags::GETEVENTS.bits(), None) }.map(drop)
+                unsafe { sub.enter::<libc::sigset_t>(to_submit, 0, EnterFlags::GETEVENTS.bits() | wake, None) }
+                    .map(drop)
             }
             None => sub.submit().map(drop),
         }

@@ -44,24 +44,65 @@ impl SendBuf {
     }
 }
 
-/// A receive buffer kept out of the provided-buffer ring after its completion, so that its
-/// bytes can be sent without a copy ([`Ring::hold`](super::Ring::hold)). It is a token, not a
-/// reference: the bytes stay in the ring's memory, and the token names the ring that lent it.
-/// Give it back with [`Ring::release`](super::Ring::release); dropping it instead leaves the
-/// buffer out of the ring for good (no memory is unsafe, the ring just has one less).
+/// A piece of a provided receive buffer: `len` bytes from offset `start` of buffer `bid`.
+/// A completion lends one (or, with recv bundles, several in order; with incremental
+/// buffers, a piece that does not start at 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Seg {
+    pub bid: u16,
+    pub start: u32,
+    pub len: u32,
+}
+
+/// The pieces a held buffer covers: one without an allocation, several (a bundle) boxed.
+#[derive(Debug)]
+pub(super) enum Segs {
+    One(Seg),
+    Many(Box<[Seg]>),
+}
+
+impl Segs {
+    pub fn from_slice(segs: &[Seg]) -> Option<Self> {
+        match segs {
+            [] => None,
+            [one] => Some(Segs::One(*one)),
+            many => Some(Segs::Many(many.into())),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[Seg] {
+        match self {
+            Segs::One(s) => std::slice::from_ref(s),
+            Segs::Many(v) => v,
+        }
+    }
+}
+
+/// Received bytes kept out of the provided-buffer ring after their completion, so that they
+/// can be sent without a copy ([`Ring::hold`](super::Ring::hold)): the proxy's zero-copy relay,
+/// and echo straight from the provided buffer. With recv bundles it may span several buffers,
+/// in order. It is a token, not a reference: the bytes stay in the ring's memory, and the
+/// token names the ring that lent it. Give it back with [`Ring::release`](super::Ring::release);
+/// dropping it instead leaves its buffers out of the ring for good (no memory is unsafe, the
+/// ring just has fewer).
 #[derive(Debug)]
 #[must_use = "a held receive buffer goes back to the ring only through Ring::release"]
 pub struct HeldBuf {
     /// The ring that lent it.
     pub(super) ring: u64,
-    pub(super) bid: u16,
-    /// Bytes of data in the buffer.
+    pub(super) segs: Segs,
+    /// Bytes of data in all its pieces.
     pub(super) len: u32,
     /// Bytes of it already sent.
     pub(super) off: u32,
 }
 
 impl HeldBuf {
+    pub(super) fn new(ring: u64, segs: Segs) -> Self {
+        let len = segs.as_slice().iter().map(|s| s.len).sum();
+        Self { ring, segs, len, off: 0 }
+    }
+
     /// Bytes not yet sent.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -73,9 +114,28 @@ impl HeldBuf {
         self.len == self.off
     }
 
+    /// Provided buffers it covers (more than one for a bundle).
+    #[must_use]
+    pub fn buffers(&self) -> usize {
+        self.segs.as_slice().len()
+    }
+
     /// Record that the first `n` unsent bytes were sent (clamped to what is left).
     pub fn advance(&mut self, n: usize) {
         self.off += u32::try_from(n).unwrap_or(u32::MAX).min(self.len - self.off);
+    }
+
+    /// The unsent bytes, as pieces in order (the first one cut at the send offset).
+    pub(super) fn pending(&self) -> impl Iterator<Item = Seg> + '_ {
+        let mut skip = self.off;
+        self.segs.as_slice().iter().filter_map(move |s| {
+            if skip >= s.len {
+                skip -= s.len;
+                return None;
+            }
+            let cut = std::mem::take(&mut skip);
+            Some(Seg { bid: s.bid, start: s.start + cut, len: s.len - cut })
+        })
     }
 }
 
@@ -115,10 +175,26 @@ mod tests {
 
     #[test]
     fn held_buffers_advance_within_their_length() {
-        let mut h = HeldBuf { ring: 1, bid: 0, len: 10, off: 0 };
+        let mut h = HeldBuf::new(1, Segs::One(Seg { bid: 0, start: 0, len: 10 }));
         h.advance(4);
         assert_eq!(h.len(), 6);
+        assert_eq!(h.pending().collect::<Vec<_>>(), [Seg { bid: 0, start: 4, len: 6 }]);
         h.advance(100);
         assert!(h.is_empty());
+        assert_eq!(h.pending().count(), 0);
+    }
+
+    #[test]
+    fn held_bundles_send_their_pieces_in_order_from_the_offset() {
+        let segs =
+            [Seg { bid: 3, start: 0, len: 8 }, Seg { bid: 1, start: 0, len: 8 }, Seg { bid: 2, start: 5, len: 3 }];
+        let mut h = HeldBuf::new(1, Segs::from_slice(&segs).unwrap());
+        assert_eq!((h.len(), h.buffers()), (19, 3));
+        assert_eq!(h.pending().collect::<Vec<_>>(), segs);
+        h.advance(10);
+        assert_eq!(h.pending().collect::<Vec<_>>(), [Seg { bid: 1, start: 2, len: 6 }, segs[2]]);
+        h.advance(6);
+        assert_eq!(h.pending().collect::<Vec<_>>(), [segs[2]]);
+        assert!(Segs::from_slice(&[]).is_none());
     }
 }

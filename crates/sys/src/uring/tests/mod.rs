@@ -1,12 +1,18 @@
 //! Ring tests that need a kernel with io_uring (they skip, visibly, where it is refused, and
-//! fail instead when `RINGPOLL_REQUIRE_URING` is set).
+//! fail instead when `RINGPOLL_REQUIRE_URING` is set). The optional techniques have their own
+//! files: `bufs.rs` (recv bundles, incremental buffers, echo from the provided buffer),
+//! `fixed.rs` (fixed descriptors), `setup.rs` (SQPOLL, registered waits, fallbacks).
+
+mod bufs;
+mod fixed;
+mod setup;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::testing::uring_refused;
+use crate::testing::{uring_feature_refused, uring_refused};
 
 fn cfg() -> RingConfig {
     RingConfig { sq_entries: 8, cq_entries: 32, buf_count: 8, buf_size: 256, send_zc_min: 0 }
@@ -14,7 +20,12 @@ fn cfg() -> RingConfig {
 
 /// A ring, or `None` (after the require-or-skip rule) where the kernel refuses io_uring.
 fn ring() -> Option<Ring<u8>> {
-    match Ring::new(cfg()) {
+    ring_with(cfg(), Techniques::default())
+}
+
+/// A ring asking for `t`, or `None` where the kernel refuses io_uring.
+fn ring_with(cfg: RingConfig, t: Techniques) -> Option<Ring<u8>> {
+    match Ring::with_techniques(cfg, t) {
         Ok(r) => Some(r),
         Err(SetupError::Unavailable(msg)) => {
             assert!(msg.contains("--backend epoll"), "{msg}");
@@ -25,11 +36,30 @@ fn ring() -> Option<Ring<u8>> {
     }
 }
 
+/// A ring with technique `feature` granted (`granted` says whether it is), or `None` after
+/// the require-or-skip rule where io_uring or the technique is refused.
+fn ring_granting(cfg: RingConfig, t: Techniques, feature: &str, granted: fn(&Techniques) -> bool) -> Option<Ring<u8>> {
+    let ring = ring_with(cfg, t)?;
+    if granted(&ring.techniques()) {
+        return Some(ring);
+    }
+    let why = ring.fallbacks().join("; ");
+    assert!(!why.is_empty(), "{feature} was refused without a fallback line");
+    uring_feature_refused(feature, &why);
+    None
+}
+
 fn pair() -> (TcpStream, TcpStream) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (b, _) = l.accept().unwrap();
     (a, b)
+}
+
+/// A byte pattern that differs at every offset modulo 251 (a prime, so that no buffer size
+/// lines up with it).
+fn pattern(n: usize, seed: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i + seed) % 251) as u8).collect()
 }
 
 /// Wait (bounded) for the next completion.
