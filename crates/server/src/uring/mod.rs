@@ -255,7 +255,7 @@ pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
                         if !core.draining {
                             core.draining = true;
                             deadline = Some(core.clock.now() + cfg.shutdown_timeout);
-                            acceptor.stop(&mut core);
+                            acceptor.stop(&mut core, &mut mux);
                             mux.each(|h| h.drain(&mut core));
                         }
                     } else {
@@ -370,7 +370,7 @@ impl Acceptor {
     }
 
     /// Shutdown: stop accepting; each socket closes once its accept has ended.
-    fn stop(&mut self, core: &mut Core) {
+    fn stop(&mut self, core: &mut Core, mux: &mut Mux) {
         self.resume_at = None;
         for (stream, _) in self.parked.drain(..) {
             core.stats.accepted += 1;
@@ -381,7 +381,7 @@ impl Acceptor {
         for a in &mut self.sockets {
             if a.op.is_none() {
                 if let Some(s) = a.socket.take() {
-                    close_listener(s);
+                    close_draining(core, mux, s, a.listener);
                 }
             }
         }
@@ -394,7 +394,7 @@ impl Acceptor {
             a.op = None;
             if core.draining {
                 if let Some(s) = a.socket.take() {
-                    close_listener(s);
+                    close_draining(core, mux, s, listener);
                 }
             } else if !a.cancelling {
                 core.stats.uring_rearms += 1;
@@ -432,6 +432,27 @@ impl Acceptor {
             self.cancel_all(core);
         }
     }
+}
+
+/// Shutdown: take in what is already in the socket's accept queue (complete handshakes, maybe
+/// with a request on its way, which closing the socket would reset), then close it.
+fn close_draining(core: &mut Core, mux: &mut Mux, s: std::net::TcpListener, listener: usize) {
+    let mut log = RateLimit::new(Duration::from_secs(1));
+    while mux.live() < core.cfg.max_conns {
+        match ringpoll_sys::socket::accept(&s) {
+            Ok(Some(stream)) => {
+                core.stats.accepted += 1;
+                mux.accept(core, stream, listener);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if crate::accept_failed(&e, &mut core.stats, &mut log, core.clock.now()).is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    close_listener(s);
 }
 
 fn close_listener(s: std::net::TcpListener) {
