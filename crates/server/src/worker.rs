@@ -239,6 +239,7 @@ impl Server {
                 .map(|g| (g.name.clone(), g.upstreams.iter().map(|u| u.addr).collect()))
                 .collect(),
             access_log: self.access_log.as_ref().map(|(l, _)| l.clone()),
+            accept_backoffs: Arc::default(),
         }
     }
 
