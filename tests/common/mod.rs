@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod metrics;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -57,6 +58,9 @@ pub struct ServerProc {
     pub child: Child,
     pub addr: SocketAddr,
     pub stderr: Option<ChildStderr>,
+    /// Later stdout lines (the first was `listening on`).
+    lines: mpsc::Receiver<String>,
+    metrics: Option<SocketAddr>,
 }
 
 impl ServerProc {
@@ -80,23 +84,28 @@ impl ServerProc {
 
     /// Spawn a prepared command whose first stdout line is `listening on ADDR`.
     pub fn spawn(cmd: &mut Command) -> Result<Self, String> {
+        if !cmd.get_envs().any(|(k, _)| k == "RINGPOLL_LOG") {
+            cmd.env("RINGPOLL_LOG", "warn");
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("RINGPOLL_LOG", "warn")
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
+            // Every line goes to the test (which may ignore them); reading on to EOF keeps the
+            // server from ever blocking on a full pipe.
             let mut r = BufReader::new(stdout);
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the server never blocks on a full pipe.
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
+            loop {
+                let mut line = String::new();
+                if !matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                    break;
+                }
+                let _ = tx.send(line);
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
         let Some(addr) = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()) else {
@@ -109,7 +118,23 @@ impl ServerProc {
             return Err(format!("no `listening on` line (got {line:?}); stderr: {}", err.trim()));
         };
         let stderr = child.stderr.take();
-        Ok(Self { child, addr, stderr })
+        Ok(Self { child, addr, stderr, lines: rx, metrics: None })
+    }
+
+    /// The `--metrics` address the server printed on its second stdout line.
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        if let Some(a) = self.metrics {
+            return a;
+        }
+        let line = self.lines.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix("metrics on http://")
+            .and_then(|a| a.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no `metrics on http://ADDR/metrics` line (got {line:?})"));
+        self.metrics = Some(addr);
+        addr
     }
 
     pub fn pid(&self) -> u32 {
