@@ -25,6 +25,16 @@
 //! balance = "least-conn"
 //! health_interval = "2s"
 //! send_proxy = "v2"
+//!
+//! [uring]                       # the io_uring backend's knobs (the --uring-* flags)
+//! bufs = 1024
+//! buf_size = "16KiB"
+//! fixed_files = true            # techniques: true/false or "on"/"off"
+//! bundle = "on"
+//! echo_zero_copy = true
+//! buf_inc = false
+//! sqpoll = false
+//! reg_wait = false
 //! ```
 //!
 //! Every setting a flag can say has a key of the same name (underscores for dashes). Unknown
@@ -178,6 +188,27 @@ enum RelayName {
     ZeroCopy,
 }
 
+/// A technique switch: `true`/`false` or `"on"`/`"off"`.
+#[derive(Clone, Copy, Debug)]
+struct Switch(bool);
+
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::B(b) => Ok(Switch(b)),
+            Raw::S(s) if s == "on" => Ok(Switch(true)),
+            Raw::S(s) if s == "off" => Ok(Switch(false)),
+            Raw::S(s) => Err(de::Error::custom(format!("'{s}': expected on, off, true or false"))),
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UringSection {
@@ -186,6 +217,12 @@ struct UringSection {
     sq_entries: Option<u32>,
     relay: Option<RelayName>,
     send_zc_min: Option<Size>,
+    fixed_files: Option<Switch>,
+    bundle: Option<Switch>,
+    echo_zero_copy: Option<Switch>,
+    buf_inc: Option<Switch>,
+    sqpoll: Option<Switch>,
+    reg_wait: Option<Switch>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +334,18 @@ fn parse(text: &str) -> Result<Config, Error> {
     }
     if let Some(s) = f.uring.send_zc_min {
         u.send_zc_min = usize::try_from(s.0).unwrap_or(usize::MAX);
+    }
+    for (slot, key) in [
+        (&mut u.fixed_files, f.uring.fixed_files),
+        (&mut u.bundle, f.uring.bundle),
+        (&mut u.echo_zero_copy, f.uring.echo_zero_copy),
+        (&mut u.buf_inc, f.uring.buf_inc),
+        (&mut u.sqpoll, f.uring.sqpoll),
+        (&mut u.reg_wait, f.uring.reg_wait),
+    ] {
+        if let Some(Switch(on)) = key {
+            *slot = on;
+        }
     }
     Ok(cfg)
 }
@@ -492,5 +541,25 @@ send_proxy = "v2"
         assert!(msg.contains("`header_timeout` does not apply to mode echo"), "{msg}");
         let (_, msg) = at("workers = 2\n");
         assert!(msg.contains("no [[listener]]"), "{msg}");
+        let (line, msg) = at("[uring]\nbundle = \"maybe\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"echo\"\n");
+        assert_eq!(line, Some(2));
+        assert!(msg.contains("expected on, off"), "{msg}");
+    }
+
+    #[test]
+    fn uring_switches_take_booleans_and_on_off() {
+        let listener = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"echo\"\n";
+        let c = parse(&format!(
+            "[uring]\nfixed_files = false\nbundle = \"off\"\necho_zero_copy = \"off\"\nbuf_inc = true\n\
+             sqpoll = \"on\"\nreg_wait = true\n{listener}"
+        ))
+        .unwrap();
+        let u = c.uring;
+        assert_eq!(
+            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait),
+            (false, false, false, true, true, true)
+        );
+        let d = parse(listener).unwrap().uring;
+        assert_eq!(d, crate::config::UringConfig::default(), "absent keys keep the defaults");
     }
 }
