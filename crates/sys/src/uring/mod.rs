@@ -175,6 +175,12 @@ impl<T: Copy> Ring<T> {
         &self.fallbacks
     }
 
+    /// Entries of the completion queue.
+    #[must_use]
+    pub fn cq_entries(&self) -> u32 {
+        self.uring.ring().params().cq_entries()
+    }
+
     /// Size of each provided receive buffer.
     #[must_use]
     pub fn buffer_size(&self) -> u32 {
