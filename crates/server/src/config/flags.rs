@@ -239,7 +239,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     pub uring_relay: Option<RelayArg>,
     /// io_uring: send zero-copy (IORING_OP_SEND_ZC) when at least this many bytes are
-    /// pending; 0 = never [default: 0].
+    /// pending in an output buffer (bytes sent straight out of a receive buffer are plain
+    /// sends); 0 = never [default: 0].
     #[arg(long, value_name = "BYTES", value_parser = parse_size_usize)]
     pub uring_send_zc_min: Option<usize>,
     /// io_uring: accept connections into the ring's fixed file table and name them by slot

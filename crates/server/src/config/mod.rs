@@ -134,9 +134,9 @@ pub const SQPOLL_IDLE: Duration = Duration::from_millis(100);
 /// The kernel's cap on a ring's fixed file table (IORING_MAX_FIXED_FILES).
 pub const MAX_FIXED_FILES: usize = 1 << 20;
 
-/// Fixed file slots per worker beyond `--max-conns`: connections a multishot accept takes
-/// in before it is cancelled at the limit wait in a queue and hold their slots meanwhile.
-pub const FIXED_FILES_HEADROOM: usize = 1024;
+/// Completion queue entries per submission queue entry: multishot requests (one receive per
+/// connection) post many completions per submission.
+const CQ_PER_SQ: u32 = 4;
 
 impl Default for UringConfig {
     fn default() -> Self {
@@ -157,12 +157,22 @@ impl Default for UringConfig {
 }
 
 impl UringConfig {
+    /// Completion queue entries of a worker's ring.
+    #[must_use]
+    pub fn cq_entries(&self) -> u32 {
+        self.sq_entries.clamp(1, 32768).next_power_of_two().saturating_mul(CQ_PER_SQ).min(65536)
+    }
+
     /// Slots of the fixed file table a worker asks for with `max_conns` connections (0 when
-    /// fixed files are off): one per connection, plus [`FIXED_FILES_HEADROOM`].
+    /// fixed files are off): one per connection, plus one per completion queue entry. A
+    /// multishot accept that finds the table full has already taken the connection off the
+    /// accept queue and can only drop it, so the worker stops accepting while fewer slots
+    /// than that are free; the accepts of one wake-up cannot post more completions than the
+    /// queue holds.
     #[must_use]
     pub fn fixed_slots(&self, max_conns: usize) -> usize {
         if self.fixed_files {
-            max_conns.saturating_add(FIXED_FILES_HEADROOM).min(MAX_FIXED_FILES)
+            max_conns.saturating_add(self.cq_entries() as usize)
         } else {
             0
         }
@@ -345,11 +355,13 @@ impl Config {
         if !(8..=32768).contains(&u.sq_entries) {
             return Err(format!("uring-sq-entries must be between 8 and 32768 (got {})", u.sq_entries));
         }
-        if u.fixed_files && self.backend == Backend::Uring && self.max_conns > MAX_FIXED_FILES {
+        if self.backend == Backend::Uring && u.fixed_slots(self.max_conns) > MAX_FIXED_FILES {
             return Err(format!(
-                "uring-fixed-files: a ring's fixed file table holds at most {MAX_FIXED_FILES} connections, below \
-                 --max-conns {} per worker (lower --max-conns, or --uring-fixed-files off)",
-                self.max_conns
+                "uring-fixed-files: a ring's fixed file table holds at most {MAX_FIXED_FILES} slots, fewer than \
+                 --max-conns {} per worker plus {} for the completion queue (lower --max-conns, or \
+                 --uring-fixed-files off)",
+                self.max_conns,
+                u.cq_entries()
             ));
         }
         Ok(())
