@@ -243,9 +243,32 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-/// Open descriptors of a process.
+/// Open descriptors of a process, counting the sockets in its io_uring fixed file tables
+/// (direct descriptors have no descriptor number: the ring's fdinfo lists them).
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let mut n = 0;
+    for e in dir.flatten() {
+        n += 1;
+        if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("io_uring")) {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy()));
+            n += info.map_or(0, |i| fixed_files_in(&i));
+        }
+    }
+    n
+}
+
+/// Occupied slots of the fixed file table in an io_uring's fdinfo (`UserFiles:` is followed by
+/// one `  SLOT: NAME` line per occupied slot).
+fn fixed_files_in(fdinfo: &str) -> usize {
+    fdinfo
+        .lines()
+        .skip_while(|l| !l.starts_with("UserFiles:"))
+        .skip(1)
+        .take_while(|l| {
+            l.starts_with(' ') && l.trim_start().split_once(':').is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        })
+        .count()
 }
 
 /// A counter of the server's exit summary (`... wakeups 12 ...`), summed over its lines.
