@@ -72,9 +72,7 @@ pub(super) fn register_table(submitter: &Submitter<'_>, want: u32) -> io::Result
     submitter.register_files_sparse(n)?;
     let note = (n < want).then(|| {
         format!(
-            "fixed file table clamped to {n} slots (asked {want}; RLIMIT_NOFILE {limit}, kernel cap \
-             {MAX_FIXED_FILES}): beyond {n} connections on this worker, accepting pauses and retries as on \
-             descriptor exhaustion"
+            "fixed file table clamped to {n} slots (asked {want}; RLIMIT_NOFILE {limit}, kernel cap {MAX_FIXED_FILES})"
         )
     });
     Ok((n, note))
