@@ -56,6 +56,8 @@ fn proxy_to(backend: &str, upstreams: &[SocketAddr], extra: &[&str]) -> ServerPr
             args.extend(["--uring-relay", URING_OTHER_RELAY]);
             b
         }
+        // `uring+on` / `uring+off`: ServerProc turns them into flags.
+        Some((_, "on" | "off")) => backend,
         Some((_, v)) => panic!("unknown variant {v}"),
         None => backend,
     };
