@@ -370,6 +370,7 @@ impl Proxies {
             }
             Ok(_) if pair.closed => {}
             Ok(_) => {
+                core.stats.uring_bundles += u64::from(c.buffers > 1);
                 // Relay straight from the receive buffer when nothing is queued ahead.
                 let zero_copy = core.cfg.uring.zero_copy_relay
                     && core.held < core.held_max

@@ -102,6 +102,7 @@ impl Sock {
         let op = Op::RelaySend(key, side);
         if let Some(h) = self.held.take() {
             self.sending = h.len();
+            core.stats.uring_held_sends += 1;
             match core.ring.send_held(fd, h, op) {
                 Ok(id) => self.send = Some(id),
                 Err(foreign) => warn!("{foreign}"),

@@ -192,6 +192,7 @@ impl<Pr: Protocol> Streams<Pr> {
                     conn.life.on_eof(&env, st);
                 }
                 Ok(_) => {
+                    core.stats.uring_bundles += u64::from(c.buffers > 1);
                     // Echo straight from the receive buffer when nothing is pending ahead.
                     let pass = core.cfg.uring.echo_zero_copy
                         && core.held < core.held_max
@@ -355,6 +356,7 @@ impl<Pr: Protocol> Handler for Streams<Pr> {
             }
             let op = Op::Send(self.kind, key);
             if let Some(h) = conn.held.take() {
+                core.stats.uring_held_sends += 1;
                 match core.ring.send_held(&conn.fd, h, op) {
                     Ok(id) => conn.send = Some(id),
                     Err(foreign) => {
