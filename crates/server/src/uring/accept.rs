@@ -164,6 +164,7 @@ impl Acceptor {
             a.op = None;
             if core.draining {
                 if let Some(s) = a.socket.take() {
+                    sweep(core, mux, &s, listener);
                     close_listener(s);
                 }
             } else if !a.cancelling {
@@ -209,6 +210,29 @@ impl Acceptor {
                 }
             }
             self.cancel_all(core);
+        }
+    }
+}
+
+/// Accept (and serve) what waits in the backlog of a listening socket whose accept just ended
+/// for the stop. An io_uring accept waits for connections exclusively: a connection's wake-up
+/// goes to one waiting accept only. During a hand-over (`--takeover`) the successor waits on
+/// the same socket, and a wake-up taken by this process's accept just before its cancellation
+/// would leave the connection queued with nobody woken for it until the next one arrives.
+/// Bounded by the backlog: connections arriving from now on wake the successor.
+fn sweep(core: &mut Core, mux: &mut Mux, s: &TcpListener, listener: usize) {
+    loop {
+        match ringpoll_sys::socket::accept(s) {
+            Ok(Some(stream)) => {
+                core.stats.accepted += 1;
+                mux.accept(core, Fd::Plain(stream), listener);
+            }
+            Ok(None) => break,
+            Err(e) if ringpoll_sys::socket::is_per_connection_accept_error(&e) => {}
+            Err(e) => {
+                debug!("accepting the backlog at the stop: {e}");
+                break;
+            }
         }
     }
 }
