@@ -199,11 +199,6 @@ impl SharedUpstreams {
         }
     }
 
-    /// The old form (the verdict is now judged by the reader): until the io_uring loop moves.
-    pub fn publish(&self, group: usize, upstream: usize, s: &PeerStats, _usable: bool) {
-        self.publish_stats(group, upstream, s);
-    }
-
     /// The counters of one upstream, and whether passive health lets it take connections at
     /// `now`.
     #[must_use]

@@ -621,13 +621,12 @@ impl Handler for Proxies {
     }
 
     fn publish(&mut self, core: &mut Core) {
-        let now = core.clock.now();
         let mut failures = 0;
         for (g, bal) in self.balancers.iter().enumerate() {
             for i in 0..bal.len() {
                 let s = bal.stats(i);
                 failures += s.failures;
-                self.upstreams.publish(g, i, &s, bal.is_usable(i, now));
+                self.upstreams.publish_stats(g, i, &s);
             }
         }
         core.stats.upstream_failures = failures;
