@@ -249,7 +249,7 @@ impl Proxies {
             log.log(Record {
                 end: SystemTime::now(),
                 client: pair.life.client(),
-                listener: pair.life.local(),
+                listener: pair.life.listener(),
                 upstream: upstream.and_then(|i| Self::upstream_addr(core, listener, i)),
                 bytes_up: up,
                 bytes_down: down,
