@@ -326,7 +326,7 @@ impl Proxies {
             core.ring.cancel(id);
         }
         let client = pair.life.client();
-        let local = pair.life.local();
+        let local = pair.life.listener();
         let duration = core.clock.now().saturating_duration_since(pair.life.started());
         for h in held {
             self.release_held(core, h);
