@@ -18,7 +18,7 @@ use ringpoll_proto::CloseReason;
 use ringpoll_sys::socket::{is_per_connection_accept_error, is_resource_exhaustion};
 use tracing::{debug, warn};
 
-use crate::accesslog::AccessLog;
+use crate::accesslog::Dropped;
 use crate::stats::{Counters, SharedCounters, SharedUpstreams};
 use crate::{RateLimit, ACCEPT_BACKOFF};
 
@@ -31,7 +31,8 @@ pub struct Source {
     pub groups: Vec<(String, Vec<SocketAddr>)>,
     /// The groups' active health.
     pub boards: Vec<Arc<HealthBoard>>,
-    pub access_log: Option<AccessLog>,
+    /// The access log's dropped records (not the log itself: its writer must be able to end).
+    pub access_log: Option<Dropped>,
 }
 
 /// Bind the metrics listener (blocking, for the metrics thread).
@@ -229,7 +230,7 @@ pub fn render(source: &Source) -> String {
             "Access log lines dropped because the writer was behind.",
             "counter",
         );
-        let _ = writeln!(out, "ringpoll_access_log_dropped_total {}", log.dropped());
+        let _ = writeln!(out, "ringpoll_access_log_dropped_total {}", log.get());
     }
     out
 }

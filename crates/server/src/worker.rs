@@ -242,7 +242,7 @@ impl Server {
                 .map(|g| (g.name.clone(), g.upstreams.iter().map(|u| u.addr).collect()))
                 .collect(),
             boards: self.boards.clone(),
-            access_log: self.access_log.as_ref().map(|(l, _)| l.clone()),
+            access_log: self.access_log.as_ref().map(|(l, _)| l.dropped_counter()),
         }
     }
 
