@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::proxy::{closed_port, metrics_addr, proxy_to, round_trip, wait_metrics, Metrics};
+use common::proxy::{closed_port, metrics_addr, proxy_to, round_trip, wait_metrics};
 use common::upstream::TestUpstream;
 use common::*;
 
@@ -70,49 +70,52 @@ impl Load {
 }
 
 fn a_killed_upstream_fails_no_new_client_and_returns_after_the_rise_count(v: &str) {
-    const FAIL_TIMEOUT: Duration = Duration::from_secs(2);
     let a = TestUpstream::start(b'A');
     let mut b = TestUpstream::start(b'B');
-    let health = ["--health-interval", "200ms", "--health-rise", "2", "--metrics", "127.0.0.1:0"];
-    let mut extra = vec!["--max-fails", "1", "--fail-timeout", "2s"];
-    extra.extend(health);
-    let px = proxy_to(v, &[a.addr, b.addr], &extra);
-    let m = metrics_addr(&px);
-    let load = Load::start(px.addr, 2);
-    assert!(eventually(IO_TIMEOUT, || a.served() >= 20 && b.served() >= 20), "{v}: both upstreams serve");
+    let passive = ["--max-fails", "1", "--fail-timeout", "2s", "--metrics", "127.0.0.1:0"];
+    let mut active = passive.to_vec();
+    active.extend(["--health-interval", "200ms", "--health-rise", "2"]);
+    // Two proxies over the same upstreams, each under load: passive health alone, and with
+    // active checks.
+    let (pp, pa) = (proxy_to(v, &[a.addr, b.addr], &passive), proxy_to(v, &[a.addr, b.addr], &active));
+    let (mp, ma) = (metrics_addr(&pp), metrics_addr(&pa));
+    let (lp, la) = (Load::start(pp.addr, 1), Load::start(pa.addr, 1));
+    assert!(eventually(IO_TIMEOUT, || a.served() >= 40 && b.served() >= 40), "{v}: both upstreams serve");
 
     b.kill();
     let killed = Instant::now();
     let b_addr = b.addr;
-    wait_metrics(m, "B down (active checks)", |s| s.upstream("up", b_addr) == 0.0);
-    // Keep the load on past the passive window (B is tried again once it ends, unless the
-    // active checks hold it down) and until plenty of connections ran.
-    let past = killed + FAIL_TIMEOUT + Duration::from_millis(500);
+    // Passive alone: the first client to meet the dead B marks it down for the window; after
+    // the window another one tries it, fails over again, and marks it down again.
+    wait_metrics(mp, "B tried again after the passive window", |s| s.upstream("failures_total", b_addr) >= 2.0);
+    // Active: the checks take B down (fall 3); it stays down past any passive window.
+    wait_metrics(ma, "B down (active checks)", |s| s.upstream("up", b_addr) == 0.0);
+    let (np, na) = (lp.since(killed), la.since(killed));
     assert!(
-        eventually(Duration::from_secs(60), || Instant::now() > past && load.since(killed) >= 200),
-        "{v}: the load stalled after the kill ({} connections since)",
-        load.since(killed)
+        eventually(Duration::from_secs(60), || lp.since(killed) >= np + 100 && la.since(killed) >= na + 100),
+        "{v}: the load stalled after the kill"
     );
+    let passive_outcomes = lp.stop();
     let served_while_down = b.served();
 
     b.restart();
     assert!(eventually(IO_TIMEOUT, || b.served() >= served_while_down + 10), "{v}: traffic never came back to B");
-    let outcomes = load.stop();
+    let active_outcomes = la.stop();
     let checks_first = b.probes_before_first_data();
     assert!(checks_first >= Some(2), "{v}: B got clients after {checks_first:?} health checks (rise is 2)");
-    wait_metrics(m, "B up again", |s| s.upstream("up", b_addr) == 1.0);
+    wait_metrics(ma, "B up again", |s| s.upstream("up", b_addr) == 1.0);
 
-    let failed: Vec<_> = outcomes.iter().filter(|(_, r)| r.is_err()).collect();
-    let after: Vec<_> = failed.iter().filter(|(s, _)| *s > killed).collect();
-    eprintln!(
-        "{v}: {} client connections, {} failed (all in flight when B died), {} of them started after the kill",
-        outcomes.len(),
-        failed.len(),
-        after.len()
-    );
-    assert!(after.is_empty(), "{v}: connections started after the kill failed: {after:?}");
-    let s = Metrics::scrape(m);
-    assert!(s.upstream("failures_total", b_addr) >= 1.0, "{v}: the refused connects to B are counted");
+    for (what, outcomes) in [("passive", passive_outcomes), ("active", active_outcomes)] {
+        let failed: Vec<_> = outcomes.iter().filter(|(_, r)| r.is_err()).collect();
+        let after: Vec<_> = failed.iter().filter(|(s, _)| *s > killed).collect();
+        eprintln!(
+            "{v} {what}: {} client connections, {} failed (in flight when B died), {} started after the kill",
+            outcomes.len(),
+            failed.len(),
+            after.len()
+        );
+        assert!(after.is_empty(), "{v} {what}: connections started after the kill failed: {after:?}");
+    }
 }
 
 /// Connect and write; the proxy must close the connection (nothing else can within IO_TIMEOUT).
