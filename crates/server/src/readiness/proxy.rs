@@ -22,7 +22,7 @@ use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
 use tracing::{debug, warn};
 
-use super::{token, Core, Handler, Kind};
+use super::core::{split, token, Core, Handler, Kind};
 use crate::accesslog::{AccessLog, Record};
 use crate::ctx::WorkerCtx;
 use crate::stats::SharedUpstreams;
@@ -483,7 +483,7 @@ impl<P: Poller> Handler<P> for Proxies {
     }
 
     fn event(&mut self, core: &mut Core<P>, ev: Event) {
-        let (_, key, upstream_side) = super::split(ev.token);
+        let (_, key, upstream_side) = split(ev.token);
         let side = if upstream_side { Side::Upstream } else { Side::Client };
         let Some(pair) = self.pairs.get_mut(key) else { return };
         pair.armed[idx(side)] = None;
