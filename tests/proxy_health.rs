@@ -18,6 +18,7 @@ use common::*;
 
 on_every_proxy_variant!(
     a_killed_upstream_fails_no_new_client_and_returns_after_the_rise_count,
+    a_connect_that_times_out_is_retried_on_another_upstream,
     no_usable_upstream_closes_clients_at_once_counted_and_logged_once_a_second,
 );
 
@@ -156,4 +157,30 @@ fn no_usable_upstream_closes_clients_at_once_counted_and_logged_once_a_second(v:
         let most = elapsed.as_secs() as usize + 1;
         assert!((1..=most).contains(&lines), "{v} {checks:?}: {lines} lines in {elapsed:?} about it: {err}");
     }
+}
+
+/// An address whose connects hang (a listener with a full accept queue drops SYNs), and what
+/// keeps it so.
+fn black_hole() -> (SocketAddr, Vec<socket2::Socket>) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let fill = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    fill.connect_timeout(&addr.into(), IO_TIMEOUT).unwrap();
+    (addr, vec![l, fill])
+}
+
+fn a_connect_that_times_out_is_retried_on_another_upstream(v: &str) {
+    let a = TestUpstream::start(b'A');
+    let (hole, _keep) = black_hole();
+    // Passive health off: every other connection meets the hole, times out, and is retried.
+    let extra = ["--connect-timeout", "300ms", "--max-fails", "0", "--metrics", "127.0.0.1:0"];
+    let px = proxy_to(v, &[hole, a.addr], &extra);
+    let m = metrics_addr(&px);
+    for i in 0..6 {
+        assert_eq!(round_trip(px.addr, None, b"t"), Ok(b'A'), "{v}: connection {i}");
+    }
+    wait_metrics(m, "the timed-out connects", |s| s.upstream("failures_total", hole) == 3.0);
+    wait_metrics(m, "no pair left", |s| s.sum("proxy_pairs_open", &[]) == 0.0);
 }
