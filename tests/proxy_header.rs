@@ -11,7 +11,11 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use common::proxy::{connect_from, metrics_addr, proxy_to, wait_metrics, Metrics};
 use common::*;
 
-on_every_proxy_variant!(send_proxy_v1_and_v2_headers_are_byte_exact, accept_proxy_takes_v1_and_v2_and_refuses_the_rest);
+on_every_proxy_variant!(
+    send_proxy_v1_and_v2_headers_are_byte_exact,
+    accept_proxy_takes_v1_and_v2_and_refuses_the_rest,
+    a_header_that_never_comes_closes_the_client_at_its_deadline,
+);
 
 /// The v2 signature (doc/proxy-protocol.txt, section 2.2).
 const SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -128,4 +132,29 @@ fn accept_proxy_takes_v1_and_v2_and_refuses_the_rest(v: &str) {
     wait_metrics(m, "the refusals counted", |s| s.closed("proxy_header") == bad.len() as f64);
     let s = Metrics::scrape(m);
     assert_eq!(s.upstream("connections_total", up), 3.0, "{v}: refused clients never reach the upstream");
+}
+
+fn a_header_that_never_comes_closes_the_client_at_its_deadline(v: &str) {
+    // The header deadline is a file setting (`proxy_header_timeout`).
+    let up = mirror_upstream();
+    let (backend, flags) = common::proxy::variant(v);
+    let splice = if flags.contains(&"--splice") { "splice = true" } else { "" };
+    let text = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"proxy\"\nupstream_group = \"g\"\naccept_proxy = true\n\
+         proxy_header_timeout = \"300ms\"\nidle_timeout = 0\n{splice}\n[upstream_group.g]\nupstreams = [\"{up}\"]\n"
+    );
+    let path =
+        std::env::temp_dir().join(format!("ringpoll-{}-header-{}.toml", std::process::id(), v.replace('+', "-")));
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["serve", "--config", path.to_str().unwrap(), "--backend", backend, "--workers", "1", "--no-pin"]);
+    cmd.args(flags.iter().filter(|f| **f != "--splice"));
+    cmd.args(["--metrics", "127.0.0.1:0"]);
+    let px = ServerProc::spawn(&mut cmd).unwrap_or_else(|e| panic!("{v}: {e}"));
+    std::fs::remove_file(&path).unwrap();
+    let m = metrics_addr(&px);
+    // Silent, and half a header: only the header deadline can close them within IO_TIMEOUT.
+    refused(&px, b"", v);
+    refused(&px, b"PROXY TCP4 127.1.2.3 ", v);
+    wait_metrics(m, "the late headers counted", |s| s.closed("proxy_header") == 2.0);
 }
