@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod proxy;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringpoll");
@@ -91,7 +94,14 @@ pub struct ServerProc {
     pub child: Child,
     pub addr: SocketAddr,
     pub stderr: Option<ChildStderr>,
+    /// The stdout lines after the first.
+    lines: mpsc::Receiver<String>,
+    /// Stderr read as it comes (see [`ServerProc::collect_stderr`]).
+    collected: Option<Collected>,
 }
+
+/// Stderr read so far, and the thread reading it.
+type Collected = (Arc<Mutex<Vec<u8>>>, JoinHandle<()>);
 
 impl ServerProc {
     /// Start `ringpoll serve --listen 127.0.0.1:0 --workers 1 --no-pin` plus `extra`.
@@ -125,13 +135,13 @@ impl ServerProc {
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
+            // Every line goes to the test (which may ignore them): the server never blocks
+            // on a full pipe.
             let mut r = BufReader::new(stdout);
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the server never blocks on a full pipe.
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
+            let mut line = String::new();
+            while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                let _ = tx.send(std::mem::take(&mut line));
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
         let Some(addr) = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()) else {
@@ -144,7 +154,38 @@ impl ServerProc {
             return Err(format!("no `listening on` line (got {line:?}); stderr: {}", err.trim()));
         };
         let stderr = child.stderr.take();
-        Ok(Self { child, addr, stderr })
+        Ok(Self { child, addr, stderr, lines: rx, collected: None })
+    }
+
+    /// The next stdout line (after `listening on ADDR`), waiting at most `within`.
+    pub fn stdout_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok().map(|l| l.trim_end().to_string())
+    }
+
+    /// Read stderr from now on as it comes (for servers that write much of it), so that
+    /// [`ServerProc::stderr_so_far`] and `terminate` see it.
+    pub fn collect_stderr(&mut self) {
+        let Some(mut e) = self.stderr.take() else { return };
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let handle = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = e.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        self.collected = Some((buf, handle));
+    }
+
+    /// What [`ServerProc::collect_stderr`] has read so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.collected
+            .as_ref()
+            .map(|(b, _)| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
+            .unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
@@ -167,6 +208,10 @@ impl ServerProc {
         let mut err = String::new();
         if let Some(mut e) = self.stderr.take() {
             let _ = e.read_to_string(&mut err);
+        }
+        if let Some((buf, handle)) = self.collected.take() {
+            let _ = handle.join();
+            err = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
         }
         (status, err)
     }

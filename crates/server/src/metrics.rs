@@ -13,11 +13,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringpoll_proto::upstream::HealthBoard;
 use ringpoll_proto::CloseReason;
 use ringpoll_sys::socket::{is_per_connection_accept_error, is_resource_exhaustion};
 use tracing::{debug, warn};
 
-use crate::accesslog::AccessLog;
+use crate::accesslog::Dropped;
 use crate::stats::{Counters, SharedCounters, SharedUpstreams};
 use crate::{RateLimit, ACCEPT_BACKOFF};
 
@@ -28,7 +29,10 @@ pub struct Source {
     pub upstreams: Vec<Arc<SharedUpstreams>>,
     /// Group names and their upstreams' addresses, indexed like [`SharedUpstreams::groups`].
     pub groups: Vec<(String, Vec<SocketAddr>)>,
-    pub access_log: Option<AccessLog>,
+    /// The groups' active health.
+    pub boards: Vec<Arc<HealthBoard>>,
+    /// The access log's dropped records (not the log itself: its writer must be able to end).
+    pub access_log: Option<Dropped>,
 }
 
 /// Bind the metrics listener (blocking, for the metrics thread).
@@ -238,7 +242,7 @@ pub fn render(source: &Source) -> String {
             "Access log lines dropped because the writer was behind.",
             "counter",
         );
-        let _ = writeln!(out, "ringpoll_access_log_dropped_total {}", log.dropped());
+        let _ = writeln!(out, "ringpoll_access_log_dropped_total {}", log.get());
     }
     out
 }
@@ -251,7 +255,7 @@ fn render_upstreams(out: &mut String, source: &Source) {
     let families: [(&str, &str, &str, Get); 6] = [
         (
             "upstream_up",
-            "1 when the worker may send connections to the upstream (active and passive health).",
+            "1 when the worker may send connections to the upstream now (active and passive health).",
             "gauge",
             |_, up| u64::from(up),
         ),
@@ -271,12 +275,14 @@ fn render_upstreams(out: &mut String, source: &Source) {
             |s, _| s.bytes_from,
         ),
     ];
+    let now = Instant::now();
     for (name, help, kind, get) in families {
         header(out, name, help, kind);
         for (w, shared) in source.upstreams.iter().enumerate() {
             for (g, (gname, addrs)) in source.groups.iter().enumerate() {
                 for (i, addr) in addrs.iter().enumerate() {
-                    let (s, up) = shared.snapshot(g, i);
+                    let (s, passively_up) = shared.snapshot(g, i, now);
+                    let up = passively_up && source.boards.get(g).is_none_or(|b| b.is_up(i));
                     let _ = writeln!(
                         out,
                         "ringpoll_{name}{{worker=\"{w}\",group=\"{}\",upstream=\"{addr}\"}} {}",

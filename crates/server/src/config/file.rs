@@ -60,14 +60,43 @@ use crate::health::ActiveCheck;
 /// Read and check a configuration file (not yet [`Config::validate`]d).
 pub fn load(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse(&text).map_err(|(span, msg)| match span {
-        Some(at) => format!("{}:{}: {msg}", path.display(), line_of(&text, at)),
-        None => format!("{}: {msg}", path.display()),
-    })
+    parse(&text).map_err(|e| render(&path.display().to_string(), &text, e))
+}
+
+/// `FILE:LINE: `KEY`: message`, as far as the error says where.
+fn render(file: &str, text: &str, (span, msg): Error) -> String {
+    match span {
+        Some(at) => {
+            let (line, key) = locate(text, at);
+            match key {
+                // Name the key when the message does not (a bad value, a duplicate).
+                Some(k) if !msg.contains(&format!("`{k}`")) => format!("{file}:{line}: `{k}`: {msg}"),
+                _ => format!("{file}:{line}: {msg}"),
+            }
+        }
+        None => format!("{file}: {msg}"),
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// The line of `offset`, and the key whose value is there: the nearest `key =` at or above it
+/// within its table (a value may span lines, as an array does).
+fn locate(text: &str, offset: usize) -> (usize, Option<&str>) {
+    let line = line_of(text, offset);
+    let key = text.lines().take(line).collect::<Vec<_>>().into_iter().rev().find_map(|l| {
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            return Some(None);
+        }
+        let (k, _) = l.split_once('=')?;
+        let k = k.trim();
+        (!k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+            .then_some(Some(k))
+    });
+    (line, key.flatten())
 }
 
 type Error = (Option<usize>, String);
@@ -108,6 +137,19 @@ impl<'de> Deserialize<'de> for Size {
         match Raw::deserialize(d)? {
             Raw::S(s) => units::parse_size(&s).map(Size).map_err(de::Error::custom),
             Raw::N(n) => Ok(Size(n)),
+        }
+    }
+}
+
+/// A count that must be at least 1.
+#[derive(Clone, Copy, Debug)]
+struct Count(u32);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(de::Error::custom("must be at least 1")),
+            n => Ok(Count(n)),
         }
     }
 }
@@ -258,8 +300,8 @@ struct GroupSection {
     max_fails: Option<u32>,
     fail_timeout: Option<Dur>,
     health_interval: Option<Dur>,
-    health_rise: Option<u32>,
-    health_fall: Option<u32>,
+    health_rise: Option<Count>,
+    health_fall: Option<Count>,
     health_timeout: Option<Dur>,
     send_proxy: Option<ProxyVersion>,
 }
@@ -269,7 +311,7 @@ struct GroupSection {
 struct FileConfig {
     #[serde(default, deserialize_with = "backend")]
     backend: Option<Backend>,
-    workers: Option<u32>,
+    workers: Option<Count>,
     pin: Option<bool>,
     max_conns: Option<u64>,
     shutdown_timeout: Option<Dur>,
@@ -300,7 +342,7 @@ fn parse(text: &str) -> Result<Config, Error> {
         cfg.listeners.push(listener(l, &names, &f.upstream_group)?);
     }
     if let Some(w) = f.workers {
-        cfg.workers = w as usize;
+        cfg.workers = w.0 as usize;
     }
     if let Some(p) = f.pin {
         cfg.pin = p;
@@ -368,8 +410,8 @@ fn group(name: &str, g: &Spanned<GroupSection>) -> Result<Group, Error> {
         Some(interval) => {
             out.active = Some(ActiveCheck {
                 interval,
-                rise: s.health_rise.unwrap_or(2),
-                fall: s.health_fall.unwrap_or(3),
+                rise: s.health_rise.map_or(2, |c| c.0),
+                fall: s.health_fall.map_or(3, |c| c.0),
                 timeout: s.health_timeout.map_or(Duration::from_secs(1).min(interval), |t| t.0),
             });
         }
@@ -454,7 +496,7 @@ fn listener(
             let known: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
             return Err((
                 Some(name.span().start),
-                format!("upstream_group: no [upstream_group.{}] (defined: {})", name.get_ref(), known.join(", ")),
+                format!("no [upstream_group.{}] (defined: {})", name.get_ref(), known.join(", ")),
             ));
         };
         out.group = Some(i);
@@ -561,5 +603,25 @@ send_proxy = "v2"
         );
         let d = parse(listener).unwrap().uring;
         assert_eq!(d, crate::config::UringConfig::default(), "absent keys keep the defaults");
+    }
+
+    #[test]
+    fn rendered_errors_name_the_key_once() {
+        let show = |text: &str| render("f.toml", text, parse(text).unwrap_err());
+        let head = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"proxy\"\nupstream_group = \"g\"\n";
+        let group = |body: &str| format!("{head}[upstream_group.g]\nupstreams = [\n  \"127.0.0.1:1\",\n{body}");
+        assert_eq!(
+            show(&group("  \"127.0.0.1:2@0\",\n]\n")),
+            "f.toml:6: `upstreams`: '127.0.0.1:2@0': weight must be between 1 and 1000"
+        );
+        let e = show(&group("]\nhealth_interval = \"1s\"\nhealth_rise = 0\n"));
+        assert_eq!(e, "f.toml:10: `health_rise`: must be at least 1");
+        let e = show(&group("]\nbalance = \"fastest\"\n"));
+        assert!(e.starts_with("f.toml:9: `balance`: unknown variant `fastest`"), "{e}");
+        let e = show(&format!("{head}colour = 1\n"));
+        assert!(e.starts_with("f.toml:5: unknown field `colour`"), "{e}");
+        let e = show(&format!("{head}[upstream_group.h]\nupstreams = [\"127.0.0.1:1\"]\n"));
+        assert_eq!(e, "f.toml:4: `upstream_group`: no [upstream_group.g] (defined: h)");
+        assert_eq!(show(&format!("workers = 0\n{head}")), "f.toml:1: `workers`: must be at least 1");
     }
 }

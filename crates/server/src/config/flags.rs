@@ -281,7 +281,11 @@ impl ServeArgs {
             None => self.single_listener()?,
         };
         self.apply_process_flags(&mut cfg);
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match &self.config {
+            // Settings judged together have no one line; say at least which file.
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e,
+        })?;
         Ok(cfg)
     }
 

@@ -93,6 +93,8 @@ pub(crate) struct Proxies {
     /// Sockets whose receive ended with ENOBUFS, re-armed in order (see `uring::stream`).
     starved: VecDeque<(Key, Side)>,
     log_limit: RateLimit,
+    /// For the "no usable upstream" warning.
+    none_limit: RateLimit,
 }
 
 fn pair_cfg(core: &Core, listener: usize) -> &PairConfig {
@@ -126,6 +128,7 @@ impl Proxies {
             to_send: Vec::new(),
             starved: VecDeque::new(),
             log_limit: RateLimit::new(std::time::Duration::from_secs(1)),
+            none_limit: RateLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -255,6 +258,11 @@ impl Proxies {
         pair.closed = true;
         core.stats.open_pairs -= 1;
         let listener = pair.listener;
+        if reason == CloseReason::Upstream {
+            let group = core.cfg.groups.get(group(core, listener)).map_or("?", |g| g.name.as_str());
+            let closed = core.stats.conn.closed_by(CloseReason::Upstream);
+            crate::no_usable_upstream(&mut self.none_limit, core.clock.now(), group, closed);
+        }
         let upstream = pair.life.upstream();
         let (up, down) = (pair.life.bytes_from(Side::Client), pair.life.bytes_from(Side::Upstream));
         let mut held = Vec::new();
@@ -274,7 +282,7 @@ impl Proxies {
             core.ring.cancel(id);
         }
         let client = pair.life.client();
-        let local = pair.life.local();
+        let local = pair.life.listener();
         let duration = core.clock.now().saturating_duration_since(pair.life.started());
         for h in held {
             Self::release_held(core, h);
@@ -555,13 +563,12 @@ impl Handler for Proxies {
     }
 
     fn publish(&mut self, core: &mut Core) {
-        let now = core.clock.now();
         let mut failures = 0;
         for (g, bal) in self.balancers.iter().enumerate() {
             for i in 0..bal.len() {
                 let s = bal.stats(i);
                 failures += s.failures;
-                self.upstreams.publish(g, i, &s, bal.is_usable(i, now));
+                self.upstreams.publish_stats(g, i, &s);
             }
         }
         core.stats.upstream_failures = failures;
