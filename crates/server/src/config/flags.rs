@@ -248,7 +248,7 @@ pub struct ServeArgs {
     /// regular descriptors) [default: on].
     #[arg(long, value_enum, value_name = "on|off")]
     pub uring_fixed_files: Option<OnOff>,
-    /// io_uring: recv bundles, one completion for several receive buffers [default: on].
+    /// io_uring: recv bundles, one completion for several receive buffers [default: off].
     #[arg(long, value_enum, value_name = "on|off")]
     pub uring_bundle: Option<OnOff>,
     /// Echo on io_uring: send received bytes back straight out of their receive buffer when

@@ -138,6 +138,10 @@ pub const MAX_FIXED_FILES: usize = 1 << 20;
 /// connection) post many completions per submission.
 const CQ_PER_SQ: u32 = 4;
 
+/// The techniques' defaults are provisional, from short runs on a busy machine (no difference
+/// detectable for fixed files; recv bundles looked costlier for 16 KiB echo and gain only when a
+/// receive spans several buffers; SQPOLL burns a core): `bench-scripts/uring-*-ab.py` settles
+/// them on quiet CPUs.
 impl Default for UringConfig {
     fn default() -> Self {
         Self {
@@ -147,7 +151,7 @@ impl Default for UringConfig {
             zero_copy_relay: true,
             send_zc_min: 0,
             fixed_files: true,
-            bundle: true,
+            bundle: false,
             echo_zero_copy: true,
             buf_inc: false,
             sqpoll: false,
