@@ -42,18 +42,17 @@
 //! anything listens.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use ringpoll_proto::proxy_protocol::Version;
-use ringpoll_proto::units;
-use ringpoll_proto::upstream::{Passive, Strategy, Upstream};
+use ringpoll_proto::upstream::{Passive, Strategy};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{off_if_zero, parse_upstream, resolve, AccessLogConfig, Backend, Config, Group, Listener, Mode};
+use super::values::{Addr, Count, Dur, Size, Switch, UpstreamSpec};
+use super::{off_if_zero, AccessLogConfig, Backend, Config, Group, Listener, Mode};
 use crate::accesslog::Format;
 use crate::health::ActiveCheck;
 
@@ -101,98 +100,6 @@ fn locate(text: &str, offset: usize) -> (usize, Option<&str>) {
 
 type Error = (Option<usize>, String);
 
-/// A duration as a string (`"10s"`, `"250ms"`) or a number of seconds.
-#[derive(Clone, Copy, Debug)]
-struct Dur(Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
-            F(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => units::parse_duration(&s).map(Dur).map_err(de::Error::custom),
-            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::F(f) => units::parse_duration(&f.to_string()).map(Dur).map_err(de::Error::custom),
-        }
-    }
-}
-
-/// A byte size as a string (`"16KiB"`) or a number of bytes.
-#[derive(Clone, Copy, Debug)]
-struct Size(u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => units::parse_size(&s).map(Size).map_err(de::Error::custom),
-            Raw::N(n) => Ok(Size(n)),
-        }
-    }
-}
-
-/// A count that must be at least 1.
-#[derive(Clone, Copy, Debug)]
-struct Count(u32);
-
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match u32::deserialize(d)? {
-            0 => Err(de::Error::custom("must be at least 1")),
-            n => Ok(Count(n)),
-        }
-    }
-}
-
-/// `HOST:PORT`, resolved.
-#[derive(Clone, Copy, Debug)]
-struct Addr(SocketAddr);
-
-impl<'de> Deserialize<'de> for Addr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        resolve(&String::deserialize(d)?).map(Addr).map_err(de::Error::custom)
-    }
-}
-
-/// `HOST:PORT[@WEIGHT]`, or `{ addr = "HOST:PORT", weight = N }`.
-#[derive(Clone, Copy, Debug)]
-struct UpstreamSpec(Upstream);
-
-impl<'de> Deserialize<'de> for UpstreamSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Table {
-            addr: Addr,
-            #[serde(default = "one")]
-            weight: u32,
-        }
-        fn one() -> u32 {
-            1
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            T(Table),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse_upstream(&s).map(UpstreamSpec).map_err(de::Error::custom),
-            Raw::T(t) => Ok(UpstreamSpec(Upstream { addr: t.addr.0, weight: t.weight })),
-        }
-    }
-}
-
 fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backend>, D::Error> {
     Option::<String>::deserialize(d)?.map(|s| Backend::parse(&s).map_err(de::Error::custom)).transpose()
 }
@@ -228,27 +135,6 @@ enum FormatName {
 enum RelayName {
     Copy,
     ZeroCopy,
-}
-
-/// A technique switch: `true`/`false` or `"on"`/`"off"`.
-#[derive(Clone, Copy, Debug)]
-struct Switch(bool);
-
-impl<'de> Deserialize<'de> for Switch {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            B(bool),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::B(b) => Ok(Switch(b)),
-            Raw::S(s) if s == "on" => Ok(Switch(true)),
-            Raw::S(s) if s == "off" => Ok(Switch(false)),
-            Raw::S(s) => Err(de::Error::custom(format!("'{s}': expected on, off, true or false"))),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]

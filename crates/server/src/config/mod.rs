@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod flags;
+mod values;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
