@@ -77,7 +77,8 @@ fn the_example_config_serves_both_listeners(backend: &str) {
     ]);
     let path = write_temp(&format!("example-{backend}.toml"), &text);
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config", path.to_str().unwrap(), "--backend", backend, "--workers", "1", "--no-pin"]);
+    cmd.args(["serve", "--config", path.to_str().unwrap(), "--workers", "1", "--no-pin"]);
+    cmd.args(backend_args(backend, "proxy"));
     let mut px = ServerProc::spawn(&mut cmd).unwrap_or_else(|e| panic!("{backend}: {e}"));
     std::fs::remove_file(&path).unwrap();
     px.collect_stderr();

@@ -147,7 +147,8 @@ fn a_header_that_never_comes_closes_the_client_at_its_deadline(v: &str) {
         std::env::temp_dir().join(format!("ringpoll-{}-header-{}.toml", std::process::id(), v.replace('+', "-")));
     std::fs::write(&path, text).unwrap();
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["serve", "--config", path.to_str().unwrap(), "--backend", backend, "--workers", "1", "--no-pin"]);
+    cmd.args(["serve", "--config", path.to_str().unwrap(), "--workers", "1", "--no-pin"]);
+    cmd.args(backend_args(backend, "proxy"));
     cmd.args(flags.iter().filter(|f| **f != "--splice"));
     cmd.args(["--metrics", "127.0.0.1:0"]);
     let px = ServerProc::spawn(&mut cmd).unwrap_or_else(|e| panic!("{v}: {e}"));

@@ -23,17 +23,51 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// they fail instead.
 pub const BACKENDS: [&str; 6] = ["epoll", "uring", "poll", "select", "epoll-lt", "epoll-et"];
 
-/// Generate one `#[test]` per backend for each named test body `fn name(backend: &str)`.
+/// Generate one `#[test]` per backend for each named test body `fn name(backend: &str)`, and
+/// two more for io_uring: every optional technique on (`uring+on`) and every one off
+/// (`uring+off`); plain `uring` runs the defaults (see [`backend_args`]).
 #[macro_export]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod epoll { $( #[test] fn $name() { super::$name("epoll") } )* }
         mod uring { $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring") } } )* }
+        mod uring_techniques_on {
+            $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring+on") } } )*
+        }
+        mod uring_techniques_off {
+            $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring+off") } } )*
+        }
         mod poll { $( #[test] fn $name() { super::$name("poll") } )* }
         mod select { $( #[test] fn $name() { super::$name("select") } )* }
         mod epoll_lt { $( #[test] fn $name() { super::$name("epoll-lt") } )* }
         mod epoll_et { $( #[test] fn $name() { super::$name("epoll-et") } )* }
     };
+}
+
+/// The io_uring techniques switched together by the `uring+on` and `uring+off` variants.
+const URING_TECHNIQUES: [&str; 5] =
+    ["--uring-fixed-files", "--uring-bundle", "--uring-buf-inc", "--uring-sqpoll", "--uring-reg-wait"];
+
+/// A test's backend name as `ringpoll serve` flags for `mode`: `uring+on` and `uring+off` are
+/// `--backend uring` with every optional technique on or off (the echo-only and proxy-only
+/// ones where they apply); anything else is the backend itself.
+pub fn backend_args(backend: &str, mode: &str) -> Vec<&'static str> {
+    let (name, switch) = match backend.split_once('+') {
+        Some(("uring", v @ ("on" | "off"))) => ("uring", v),
+        Some((_, v)) => panic!("unknown backend variant {v} of {backend}"),
+        None => return vec!["--backend", BACKENDS.into_iter().find(|b| *b == backend).expect("a known backend")],
+    };
+    let on = switch == "on";
+    let mut args = vec!["--backend", name];
+    for flag in URING_TECHNIQUES {
+        args.extend([flag, if on { "on" } else { "off" }]);
+    }
+    match mode {
+        "echo" => args.extend(["--uring-echo-zero-copy", if on { "on" } else { "off" }]),
+        "proxy" => args.extend(["--uring-relay", if on { "zero-copy" } else { "copy" }]),
+        _ => {}
+    }
+    args
 }
 
 /// Whether io_uring can be used here. When it cannot, the calling test fails if io_uring is
@@ -76,7 +110,8 @@ impl ServerProc {
     }
 
     pub fn try_start(backend: &str, mode: &str, extra: &[&str]) -> Result<Self, String> {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--mode", mode, "--backend", backend];
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--mode", mode];
+        args.extend(backend_args(backend, mode));
         if !extra.contains(&"--workers") {
             args.extend(["--workers", "1"]);
         }
@@ -288,9 +323,32 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-/// Open descriptors of a process.
+/// Open descriptors of a process, counting the sockets in its io_uring fixed file tables
+/// (direct descriptors have no descriptor number: the ring's fdinfo lists them).
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let mut n = 0;
+    for e in dir.flatten() {
+        n += 1;
+        if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("io_uring")) {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy()));
+            n += info.map_or(0, |i| fixed_files_in(&i));
+        }
+    }
+    n
+}
+
+/// Occupied slots of the fixed file table in an io_uring's fdinfo (`UserFiles:` is followed by
+/// one `  SLOT: NAME` line per occupied slot).
+fn fixed_files_in(fdinfo: &str) -> usize {
+    fdinfo
+        .lines()
+        .skip_while(|l| !l.starts_with("UserFiles:"))
+        .skip(1)
+        .take_while(|l| {
+            l.starts_with(' ') && l.trim_start().split_once(':').is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        })
+        .count()
 }
 
 /// A counter of the server's exit summary (`... wakeups 12 ...`), summed over its lines.

@@ -31,6 +31,8 @@ pub fn variant(v: &str) -> (&str, Vec<&'static str>) {
     match v.split_once('+') {
         Some((b, "splice")) => (b, vec!["--splice"]),
         Some((b, "other-relay")) => (b, vec!["--uring-relay", URING_OTHER_RELAY]),
+        // `uring+on` / `uring+off`: `ServerProc` turns them into flags (`backend_args`).
+        Some((_, "on" | "off")) => (v, Vec::new()),
         Some((_, x)) => panic!("unknown variant {x}"),
         None => (v, Vec::new()),
     }

@@ -194,6 +194,18 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         value: |c| c.uring_zc_sends,
     },
+    Family {
+        name: "uring_bundles_total",
+        help: "io_uring receive completions that carried several buffers (recv bundles).",
+        kind: "counter",
+        value: |c| c.uring_bundles,
+    },
+    Family {
+        name: "uring_held_sends_total",
+        help: "io_uring sends straight out of a receive buffer (echo and relay without a copy).",
+        kind: "counter",
+        value: |c| c.uring_held_sends,
+    },
 ];
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

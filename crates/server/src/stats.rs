@@ -95,6 +95,10 @@ counters! {
     uring_rearms,
     /// io_uring: zero-copy sends completed (`--uring-send-zc-min`).
     uring_zc_sends,
+    /// io_uring: receive completions that carried several buffers (`--uring-bundle`).
+    uring_bundles,
+    /// io_uring: sends straight out of a receive buffer (echo and relay without a copy).
+    uring_held_sends,
     /// Gauge: echo and HTTP connections open now.
     open_connections,
     /// Gauge: proxy pairs open now.
@@ -146,6 +150,8 @@ impl Counters {
             ("uring_enobufs", self.uring_enobufs),
             ("uring_rearms", self.uring_rearms),
             ("uring_zc_sends", self.uring_zc_sends),
+            ("uring_bundles", self.uring_bundles),
+            ("uring_held_sends", self.uring_held_sends),
         ] {
             if v > 0 {
                 s.push_str(&format!(" {name} {v}"));

@@ -25,6 +25,16 @@
 //! balance = "least-conn"
 //! health_interval = "2s"
 //! send_proxy = "v2"
+//!
+//! [uring]                       # the io_uring backend's knobs (the --uring-* flags)
+//! bufs = 1024
+//! buf_size = "16KiB"
+//! fixed_files = true            # techniques: true/false or "on"/"off"
+//! bundle = "on"
+//! echo_zero_copy = true
+//! buf_inc = false
+//! sqpoll = false
+//! reg_wait = false
 //! ```
 //!
 //! Every setting a flag can say has a key of the same name (underscores for dashes). Unknown
@@ -32,18 +42,17 @@
 //! anything listens.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use ringpoll_proto::proxy_protocol::Version;
-use ringpoll_proto::units;
-use ringpoll_proto::upstream::{Passive, Strategy, Upstream};
+use ringpoll_proto::upstream::{Passive, Strategy};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{off_if_zero, parse_upstream, resolve, AccessLogConfig, Backend, Config, Group, Listener, Mode};
+use super::values::{Addr, Count, Dur, Size, Switch, UpstreamSpec};
+use super::{off_if_zero, AccessLogConfig, Backend, Config, Group, Listener, Mode};
 use crate::accesslog::Format;
 use crate::health::ActiveCheck;
 
@@ -91,98 +100,6 @@ fn locate(text: &str, offset: usize) -> (usize, Option<&str>) {
 
 type Error = (Option<usize>, String);
 
-/// A duration as a string (`"10s"`, `"250ms"`) or a number of seconds.
-#[derive(Clone, Copy, Debug)]
-struct Dur(Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
-            F(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => units::parse_duration(&s).map(Dur).map_err(de::Error::custom),
-            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::F(f) => units::parse_duration(&f.to_string()).map(Dur).map_err(de::Error::custom),
-        }
-    }
-}
-
-/// A byte size as a string (`"16KiB"`) or a number of bytes.
-#[derive(Clone, Copy, Debug)]
-struct Size(u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => units::parse_size(&s).map(Size).map_err(de::Error::custom),
-            Raw::N(n) => Ok(Size(n)),
-        }
-    }
-}
-
-/// A count that must be at least 1.
-#[derive(Clone, Copy, Debug)]
-struct Count(u32);
-
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match u32::deserialize(d)? {
-            0 => Err(de::Error::custom("must be at least 1")),
-            n => Ok(Count(n)),
-        }
-    }
-}
-
-/// `HOST:PORT`, resolved.
-#[derive(Clone, Copy, Debug)]
-struct Addr(SocketAddr);
-
-impl<'de> Deserialize<'de> for Addr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        resolve(&String::deserialize(d)?).map(Addr).map_err(de::Error::custom)
-    }
-}
-
-/// `HOST:PORT[@WEIGHT]`, or `{ addr = "HOST:PORT", weight = N }`.
-#[derive(Clone, Copy, Debug)]
-struct UpstreamSpec(Upstream);
-
-impl<'de> Deserialize<'de> for UpstreamSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Table {
-            addr: Addr,
-            #[serde(default = "one")]
-            weight: u32,
-        }
-        fn one() -> u32 {
-            1
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            T(Table),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse_upstream(&s).map(UpstreamSpec).map_err(de::Error::custom),
-            Raw::T(t) => Ok(UpstreamSpec(Upstream { addr: t.addr.0, weight: t.weight })),
-        }
-    }
-}
-
 fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backend>, D::Error> {
     Option::<String>::deserialize(d)?.map(|s| Backend::parse(&s).map_err(de::Error::custom)).transpose()
 }
@@ -228,6 +145,12 @@ struct UringSection {
     sq_entries: Option<u32>,
     relay: Option<RelayName>,
     send_zc_min: Option<Size>,
+    fixed_files: Option<Switch>,
+    bundle: Option<Switch>,
+    echo_zero_copy: Option<Switch>,
+    buf_inc: Option<Switch>,
+    sqpoll: Option<Switch>,
+    reg_wait: Option<Switch>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +262,18 @@ fn parse(text: &str) -> Result<Config, Error> {
     }
     if let Some(s) = f.uring.send_zc_min {
         u.send_zc_min = usize::try_from(s.0).unwrap_or(usize::MAX);
+    }
+    for (slot, key) in [
+        (&mut u.fixed_files, f.uring.fixed_files),
+        (&mut u.bundle, f.uring.bundle),
+        (&mut u.echo_zero_copy, f.uring.echo_zero_copy),
+        (&mut u.buf_inc, f.uring.buf_inc),
+        (&mut u.sqpoll, f.uring.sqpoll),
+        (&mut u.reg_wait, f.uring.reg_wait),
+    ] {
+        if let Some(Switch(on)) = key {
+            *slot = on;
+        }
     }
     Ok(cfg)
 }
@@ -534,6 +469,26 @@ send_proxy = "v2"
         assert!(msg.contains("`header_timeout` does not apply to mode echo"), "{msg}");
         let (_, msg) = at("workers = 2\n");
         assert!(msg.contains("no [[listener]]"), "{msg}");
+        let (line, msg) = at("[uring]\nbundle = \"maybe\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"echo\"\n");
+        assert_eq!(line, Some(2));
+        assert!(msg.contains("expected on, off"), "{msg}");
+    }
+
+    #[test]
+    fn uring_switches_take_booleans_and_on_off() {
+        let listener = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"echo\"\n";
+        let c = parse(&format!(
+            "[uring]\nfixed_files = false\nbundle = \"off\"\necho_zero_copy = \"off\"\nbuf_inc = true\n\
+             sqpoll = \"on\"\nreg_wait = true\n{listener}"
+        ))
+        .unwrap();
+        let u = c.uring;
+        assert_eq!(
+            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait),
+            (false, false, false, true, true, true)
+        );
+        let d = parse(listener).unwrap().uring;
+        assert_eq!(d, crate::config::UringConfig::default(), "absent keys keep the defaults");
     }
 
     #[test]
