@@ -2,8 +2,9 @@
 """A/B of io_uring zero-copy sends (IORING_OP_SEND_ZC, `--uring-send-zc-min`) against plain
 sends, for echo at a FIXED request rate, alternating the two servers ROUNDS times.
 
-Echo server: `ringpoll serve --mode echo --backend uring --workers 1` pinned to CPU 0, with
-and without `--uring-send-zc-min 1` (every send zero-copy); `ringpoll load -c CONNS --size
+Echo server: `ringpoll serve --mode echo --backend uring --workers 1 --uring-echo-zero-copy off`
+pinned to CPU 0 (echoing through the output buffer: sends straight out of a receive buffer are
+never zero-copy), with and without `--uring-send-zc-min 1` (every send zero-copy); `ringpoll load -c CONNS --size
 SIZE --rate RATE --warmup 2s` pinned to CPU 1. A fixed rate makes both servers do the same work
 per second (closed-loop CPU per request falls as a busier worker batches more). Reported per
 round trip: server CPU (utime+stime from /proc/PID/stat over the measured part of the run),
@@ -32,7 +33,9 @@ def main():
     print(f"echo {size} B, {conns} connections, {rate} req/s for {secs} s after 2 s; server CPU 0, load CPU {LOAD_CPU}")
     for r in range(1, rounds + 1):
         for name, rows in variants.items():
-            extra = ["--uring-send-zc-min", "1"] if name == "send-zc" else []
+            # Sends straight out of a receive buffer are never zero-copy: both rows echo through
+            # the output buffer, so that the only difference is the send opcode.
+            extra = ["--uring-echo-zero-copy", "off"] + (["--uring-send-zc-min", "1"] if name == "send-zc" else [])
             srv = start_ringpoll("echo", "uring", *extra)
             try:
                 load = subprocess.Popen(["taskset", "-c", LOAD_CPU, RINGPOLL, "load", "-c", str(conns), "-t1",

@@ -82,7 +82,7 @@ fn a_trickled_head_gets_408_at_the_deadline_while_64_others_are_served(backend: 
     const TRICKLERS: usize = 4;
     const AT_LEAST: u64 = 20;
     let deadline = Duration::from_secs(2);
-    let mut srv = ServerProc::start(backend, "http", &["--header-timeout", "2s", "--metrics", "127.0.0.1:0"]);
+    let srv = ServerProc::start(backend, "http", &["--header-timeout", "2s", "--metrics", "127.0.0.1:0"]);
     let m = srv.metrics_addr();
     let addr = srv.addr;
     let stop = Arc::new(AtomicBool::new(false));
@@ -197,7 +197,7 @@ fn a_stuck_reader(backend: &str, mode: &str) {
         // reads on) before the peer's buffers fill.
         extra.extend(["--keepalive-requests", "0"]);
     }
-    let mut srv = ServerProc::start(backend, mode, &extra);
+    let srv = ServerProc::start(backend, mode, &extra);
     let m = srv.metrics_addr();
     // Warm up buffers and the allocator with a full-size exchange, then measure.
     let mut w = srv.connect();
@@ -264,7 +264,7 @@ fn keepalive_limits_body_deadline_and_max_body(backend: &str) {
         ["--keepalive-timeout", "1s", "--body-timeout", "1s", "--keepalive-requests", "5", "--max-body", "1KiB"];
     let mut extra = flags.to_vec();
     extra.extend(["--metrics", "127.0.0.1:0"]);
-    let mut srv = ServerProc::start(backend, "http", &extra);
+    let srv = ServerProc::start(backend, "http", &extra);
     let m = srv.metrics_addr();
     let addr = srv.addr;
     let second = Duration::from_secs(1);

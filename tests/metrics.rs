@@ -49,7 +49,7 @@ const REASONS: [&str; 11] = [
 
 fn families_labels_and_gauges_parse_as_prometheus_text(backend: &str) {
     const OPEN: usize = 5;
-    let mut srv = ServerProc::start(backend, "http", &["--workers", "2", "--metrics", "127.0.0.1:0"]);
+    let srv = ServerProc::start(backend, "http", &["--workers", "2", "--metrics", "127.0.0.1:0"]);
     let m = srv.metrics_addr();
     // Some traffic, then connections that stay open.
     for _ in 0..3 {
@@ -135,7 +135,7 @@ fn families_labels_and_gauges_parse_as_prometheus_text(backend: &str) {
 
 #[test]
 fn only_metrics_answers() {
-    let mut srv = ServerProc::start("epoll", "echo", &["--metrics", "127.0.0.1:0"]);
+    let srv = ServerProc::start("epoll", "echo", &["--metrics", "127.0.0.1:0"]);
     let m = srv.metrics_addr();
     for (req, status) in [
         ("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 200),
@@ -200,7 +200,7 @@ fn set_nofile(pid: u32, soft: &str) {
 
 #[test]
 fn out_of_descriptors_the_metrics_thread_backs_off() {
-    let mut srv = ServerProc::start("epoll", "echo", &["--metrics", "127.0.0.1:0"]);
+    let srv = ServerProc::start("epoll", "echo", &["--metrics", "127.0.0.1:0"]);
     let m = srv.metrics_addr();
     let pid = srv.pid();
     assert_eq!(sum(&scrape(m), "ringpoll_metrics_accept_backoffs_total", &[]), 0);

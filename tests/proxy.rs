@@ -3,114 +3,30 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::proxy::{closed_port, custom_upstream, proxy_to};
 use common::*;
 
-/// Every proxy test body, handed to a generator macro (each body runs on every variant).
-macro_rules! proxy_tests {
-    ($generate:ident) => {
-        $generate!(
-            relays_random_payloads_byte_exact_on_200_connections,
-            client_half_close_reaches_the_upstream_after_the_data,
-            upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
-            client_reset_closes_the_upstream,
-            upstream_reset_closes_the_client,
-            upstream_down_closes_the_client_promptly,
-            a_down_upstream_is_skipped,
-            slow_client_fast_upstream_stays_bounded,
-            fast_client_slow_upstream_stays_bounded,
-            silent_upstream_is_bounded_by_the_idle_timeout,
-        );
-    };
-}
-
-/// The same bodies over the epoll zero-copy relay (`--backend epoll --splice`), and over
-/// `--backend uring` with the relay mode it does not use by default (`--uring-relay`).
-macro_rules! zero_copy {
-    ($($name:ident),* $(,)?) => {
-        mod epoll_splice { $( #[test] fn $name() { super::$name("epoll+splice") } )* }
-        mod uring_other_relay {
-            $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring+other-relay") } } )*
-        }
-    };
-}
-
-proxy_tests!(on_every_backend);
-proxy_tests!(zero_copy);
-
-/// The io_uring relay mode that is not the default (both must stay correct).
-const URING_OTHER_RELAY: &str = "copy";
-
-fn proxy_to(backend: &str, upstreams: &[SocketAddr], extra: &[&str]) -> ServerProc {
-    let ups: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
-    let mut args: Vec<&str> = Vec::new();
-    let backend = match backend.split_once('+') {
-        Some((b, "splice")) => {
-            args.push("--splice");
-            b
-        }
-        Some((b, "other-relay")) => {
-            args.extend(["--uring-relay", URING_OTHER_RELAY]);
-            b
-        }
-        Some((_, v)) => panic!("unknown variant {v}"),
-        None => backend,
-    };
-    for u in &ups {
-        args.extend(["--upstream", u.as_str()]);
-    }
-    args.extend(extra);
-    ServerProc::start(backend, "proxy", &args)
-}
+// Every body runs on every backend and relay variant.
+on_every_proxy_variant!(
+    relays_random_payloads_byte_exact_on_200_connections,
+    client_half_close_reaches_the_upstream_after_the_data,
+    upstream_half_close_reaches_the_client_while_the_client_keeps_sending,
+    client_reset_closes_the_upstream,
+    upstream_reset_closes_the_client,
+    upstream_down_closes_the_client_promptly,
+    a_down_upstream_is_skipped,
+    slow_client_fast_upstream_stays_bounded,
+    fast_client_slow_upstream_stays_bounded,
+    silent_upstream_is_bounded_by_the_idle_timeout,
+);
 
 /// A ringpoll echo server on epoll as the upstream.
 fn echo_upstream() -> ServerProc {
     ServerProc::start("epoll", "echo", &[])
-}
-
-/// A one-shot in-test upstream: hands the proxy's first relayed connection to `f` on a thread.
-/// The proxy connects once to every upstream when it starts (and closes at once) to warn about
-/// upstreams that do not answer: call the returned `go` once the proxy listens; connections
-/// already closed by then are those probes and are skipped.
-fn custom_upstream<T: Send + 'static>(
-    f: impl FnOnce(TcpStream) -> T + Send + 'static,
-) -> (SocketAddr, mpsc::Receiver<T>, Go) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if go_rx.recv_timeout(IO_TIMEOUT).is_err() {
-            return;
-        }
-        l.set_nonblocking(false).unwrap();
-        for _ in 0..16 {
-            let Ok((s, _)) = l.accept() else { return };
-            s.set_nonblocking(true).unwrap();
-            let probe = matches!(s.peek(&mut [0u8; 1]), Ok(0));
-            s.set_nonblocking(false).unwrap();
-            if probe {
-                continue;
-            }
-            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-            s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-            let _ = tx.send(f(s));
-            return;
-        }
-    });
-    (addr, rx, Go(go_tx))
-}
-
-/// Lets a [`custom_upstream`] start accepting.
-struct Go(mpsc::Sender<()>);
-
-impl Go {
-    fn go(self) {
-        self.0.send(()).unwrap();
-    }
 }
 
 /// Send `payload` in random chunks on one thread while reading the echo on this one.
@@ -241,11 +157,6 @@ fn upstream_reset_closes_the_client(backend: &str) {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("{backend}: expected the client to be closed, got {other:?}"),
     }
-}
-
-fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 fn upstream_down_closes_the_client_promptly(backend: &str) {

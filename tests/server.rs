@@ -81,7 +81,8 @@ fn emfile_neither_spins_nor_stalls(backend: &str) {
     const NOFILE: usize = 64;
     let started = Instant::now();
     let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=64:64", "--", BIN, "serve", "--listen", "127.0.0.1:0", "--mode", "echo", "--backend", backend]);
+    cmd.args(["--nofile=64:64", "--", BIN, "serve", "--listen", "127.0.0.1:0", "--mode", "echo"]);
+    cmd.args(backend_args(backend, "echo"));
     cmd.args(["--workers", "1", "--no-pin"]);
     let srv = ServerProc::spawn(&mut cmd).unwrap_or_else(|e| panic!("{backend}: {e}"));
     let mut conns: Vec<_> = (0..CONNS).map(|_| srv.connect()).collect();

@@ -48,7 +48,7 @@ fn sigterm_under_http_load_answers_every_request(backend: &str) {
     // One worker: with several, a client reconnecting after one worker's `Connection: close`
     // can land in another worker's accept queue in the instant between that worker taking in
     // its queue and closing the socket, and be reset (SO_REUSEPORT without tcp_migrate_req).
-    let mut srv = ServerProc::start(backend, "http", &["--metrics", "127.0.0.1:0"]);
+    let srv = ServerProc::start(backend, "http", &["--metrics", "127.0.0.1:0"]);
     let m = srv.metrics_addr();
     let (load, out) =
         start_load(&format!("http-{backend}"), &["-c", "16", "-d", "60s", &format!("http://{}/", srv.addr)]);
@@ -80,7 +80,7 @@ fn sigterm_under_echo_load_echoes_every_message(backend: &str) {
     // The load ends by itself two seconds in; the signal comes once it is under way. Echo has
     // no `Connection: close`: its connections stay open while they are busy, so the load runs
     // to its end unharmed, then the server exits.
-    let mut srv = ServerProc::start(backend, "echo", &["--metrics", "127.0.0.1:0", "--shutdown-timeout", "60s"]);
+    let srv = ServerProc::start(backend, "echo", &["--metrics", "127.0.0.1:0", "--shutdown-timeout", "60s"]);
     let m = srv.metrics_addr();
     let (load, out) = start_load(&format!("echo-{backend}"), &["-c", "16", "-d", "2s", &srv.addr.to_string()]);
     wait_for(m, "load progress", |s| sum(s, "ringpoll_requests_total", &[]) >= 200);
@@ -103,7 +103,7 @@ fn sigterm_under_echo_load_echoes_every_message(backend: &str) {
 }
 
 fn a_silent_connection_accepted_before_the_signal_is_still_served(backend: &str) {
-    let mut srv = ServerProc::start(backend, "http", &["--metrics", "127.0.0.1:0", "--shutdown-timeout", "60s"]);
+    let srv = ServerProc::start(backend, "http", &["--metrics", "127.0.0.1:0", "--shutdown-timeout", "60s"]);
     let m = srv.metrics_addr();
     let addr = srv.addr;
     let mut silent = Reader::new(srv.connect());

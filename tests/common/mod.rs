@@ -5,11 +5,14 @@
 
 pub mod http;
 pub mod metrics;
+pub mod proxy;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringpoll");
@@ -21,17 +24,51 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// they fail instead.
 pub const BACKENDS: [&str; 6] = ["epoll", "uring", "poll", "select", "epoll-lt", "epoll-et"];
 
-/// Generate one `#[test]` per backend for each named test body `fn name(backend: &str)`.
+/// Generate one `#[test]` per backend for each named test body `fn name(backend: &str)`, and
+/// two more for io_uring: every optional technique on (`uring+on`) and every one off
+/// (`uring+off`); plain `uring` runs the defaults (see [`backend_args`]).
 #[macro_export]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod epoll { $( #[test] fn $name() { super::$name("epoll") } )* }
         mod uring { $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring") } } )* }
+        mod uring_techniques_on {
+            $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring+on") } } )*
+        }
+        mod uring_techniques_off {
+            $( #[test] fn $name() { if $crate::common::uring_usable() { super::$name("uring+off") } } )*
+        }
         mod poll { $( #[test] fn $name() { super::$name("poll") } )* }
         mod select { $( #[test] fn $name() { super::$name("select") } )* }
         mod epoll_lt { $( #[test] fn $name() { super::$name("epoll-lt") } )* }
         mod epoll_et { $( #[test] fn $name() { super::$name("epoll-et") } )* }
     };
+}
+
+/// The io_uring techniques switched together by the `uring+on` and `uring+off` variants.
+const URING_TECHNIQUES: [&str; 5] =
+    ["--uring-fixed-files", "--uring-bundle", "--uring-buf-inc", "--uring-sqpoll", "--uring-reg-wait"];
+
+/// A test's backend name as `ringpoll serve` flags for `mode`: `uring+on` and `uring+off` are
+/// `--backend uring` with every optional technique on or off (the echo-only and proxy-only
+/// ones where they apply); anything else is the backend itself.
+pub fn backend_args(backend: &str, mode: &str) -> Vec<&'static str> {
+    let (name, switch) = match backend.split_once('+') {
+        Some(("uring", v @ ("on" | "off"))) => ("uring", v),
+        Some((_, v)) => panic!("unknown backend variant {v} of {backend}"),
+        None => return vec!["--backend", BACKENDS.into_iter().find(|b| *b == backend).expect("a known backend")],
+    };
+    let on = switch == "on";
+    let mut args = vec!["--backend", name];
+    for flag in URING_TECHNIQUES {
+        args.extend([flag, if on { "on" } else { "off" }]);
+    }
+    match mode {
+        "echo" => args.extend(["--uring-echo-zero-copy", if on { "on" } else { "off" }]),
+        "proxy" => args.extend(["--uring-relay", if on { "zero-copy" } else { "copy" }]),
+        _ => {}
+    }
+    args
 }
 
 /// Whether io_uring can be used here. When it cannot, the calling test fails if io_uring is
@@ -58,10 +95,14 @@ pub struct ServerProc {
     pub child: Child,
     pub addr: SocketAddr,
     pub stderr: Option<ChildStderr>,
-    /// Later stdout lines (the first was `listening on`).
+    /// The stdout lines after the first.
     lines: mpsc::Receiver<String>,
-    metrics: Option<SocketAddr>,
+    /// Stderr read as it comes (see [`ServerProc::collect_stderr`]).
+    collected: Option<Collected>,
 }
+
+/// Stderr read so far, and the thread reading it.
+type Collected = (Arc<Mutex<Vec<u8>>>, JoinHandle<()>);
 
 impl ServerProc {
     /// Start `ringpoll serve --listen 127.0.0.1:0 --workers 1 --no-pin` plus `extra`.
@@ -70,7 +111,8 @@ impl ServerProc {
     }
 
     pub fn try_start(backend: &str, mode: &str, extra: &[&str]) -> Result<Self, String> {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--mode", mode, "--backend", backend];
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--mode", mode];
+        args.extend(backend_args(backend, mode));
         if !extra.contains(&"--workers") {
             args.extend(["--workers", "1"]);
         }
@@ -96,15 +138,12 @@ impl ServerProc {
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            // Every line goes to the test (which may ignore them); reading on to EOF keeps the
-            // server from ever blocking on a full pipe.
+            // Every line goes to the test (which may ignore them): the server never blocks
+            // on a full pipe.
             let mut r = BufReader::new(stdout);
-            loop {
-                let mut line = String::new();
-                if !matches!(r.read_line(&mut line), Ok(n) if n > 0) {
-                    break;
-                }
-                let _ = tx.send(line);
+            let mut line = String::new();
+            while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+                let _ = tx.send(std::mem::take(&mut line));
             }
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
@@ -118,23 +157,47 @@ impl ServerProc {
             return Err(format!("no `listening on` line (got {line:?}); stderr: {}", err.trim()));
         };
         let stderr = child.stderr.take();
-        Ok(Self { child, addr, stderr, lines: rx, metrics: None })
+        Ok(Self { child, addr, stderr, lines: rx, collected: None })
     }
 
-    /// The `--metrics` address the server printed on its second stdout line.
-    pub fn metrics_addr(&mut self) -> SocketAddr {
-        if let Some(a) = self.metrics {
-            return a;
-        }
-        let line = self.lines.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let addr = line
-            .trim()
-            .strip_prefix("metrics on http://")
+    /// The `--metrics` address (the server's next stdout line, `metrics on http://ADDR/metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self.stdout_line(Duration::from_secs(20)).unwrap_or_default();
+        line.strip_prefix("metrics on http://")
             .and_then(|a| a.strip_suffix("/metrics"))
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no `metrics on http://ADDR/metrics` line (got {line:?})"));
-        self.metrics = Some(addr);
-        addr
+            .unwrap_or_else(|| panic!("no `metrics on http://ADDR/metrics` line (got {line:?})"))
+    }
+
+    /// The next stdout line (after `listening on ADDR`), waiting at most `within`.
+    pub fn stdout_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok().map(|l| l.trim_end().to_string())
+    }
+
+    /// Read stderr from now on as it comes (for servers that write much of it), so that
+    /// [`ServerProc::stderr_so_far`] and `terminate` see it.
+    pub fn collect_stderr(&mut self) {
+        let Some(mut e) = self.stderr.take() else { return };
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let handle = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = e.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        self.collected = Some((buf, handle));
+    }
+
+    /// What [`ServerProc::collect_stderr`] has read so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.collected
+            .as_ref()
+            .map(|(b, _)| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
+            .unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
@@ -157,6 +220,10 @@ impl ServerProc {
         let mut err = String::new();
         if let Some(mut e) = self.stderr.take() {
             let _ = e.read_to_string(&mut err);
+        }
+        if let Some((buf, handle)) = self.collected.take() {
+            let _ = handle.join();
+            err = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
         }
         (status, err)
     }
@@ -268,9 +335,32 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-/// Open descriptors of a process.
+/// Open descriptors of a process, counting the sockets in its io_uring fixed file tables
+/// (direct descriptors have no descriptor number: the ring's fdinfo lists them).
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let mut n = 0;
+    for e in dir.flatten() {
+        n += 1;
+        if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("io_uring")) {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy()));
+            n += info.map_or(0, |i| fixed_files_in(&i));
+        }
+    }
+    n
+}
+
+/// Occupied slots of the fixed file table in an io_uring's fdinfo (`UserFiles:` is followed by
+/// one `  SLOT: NAME` line per occupied slot).
+fn fixed_files_in(fdinfo: &str) -> usize {
+    fdinfo
+        .lines()
+        .skip_while(|l| !l.starts_with("UserFiles:"))
+        .skip(1)
+        .take_while(|l| {
+            l.starts_with(' ') && l.trim_start().split_once(':').is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        })
+        .count()
 }
 
 /// A counter of the server's exit summary (`... wakeups 12 ...`), summed over its lines.

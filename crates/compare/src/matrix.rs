@@ -162,12 +162,16 @@ pub enum Server {
     RingpollUringRelay {
         relay: String,
     },
-    /// `--variant NAME=BACKEND FLAGS...`: a backend with extra `ringpoll serve` flags (an A/B
-    /// of one technique), labelled NAME.
+    /// `--variant NAME=[bin:PATH] BACKEND FLAGS...`: a backend with extra `ringpoll serve`
+    /// flags (an A/B of one technique), or another ringpoll binary (before/after a change),
+    /// labelled NAME.
     RingpollVariant {
         name: String,
         backend: String,
         args: Vec<String>,
+        /// Another `ringpoll` binary to run instead of this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bin: Option<String>,
     },
     TokioEcho,
     MonoioEcho,
@@ -233,12 +237,23 @@ pub fn parse_variant(s: &str) -> Result<Server, String> {
     if name.is_empty() || name.contains([',', '/', ' ']) {
         return Err(format!("--variant '{s}': the name must be non-empty, without spaces, / or ,"));
     }
-    let mut words = rest.split_whitespace().map(str::to_string);
+    let mut words = rest.split_whitespace().map(str::to_string).peekable();
+    let bin = match words.peek().and_then(|w| w.strip_prefix("bin:")) {
+        Some(path) => {
+            let path = path.to_string();
+            words.next();
+            if !std::path::Path::new(&path).is_file() {
+                return Err(format!("--variant '{s}': no binary at {path}"));
+            }
+            Some(path)
+        }
+        None => None,
+    };
     let backend = words.next().ok_or_else(|| format!("--variant '{s}': no backend after '='"))?;
     if !crate::BACKENDS.contains(&backend.as_str()) {
         return Err(format!("--variant '{s}': unknown backend '{backend}' (valid: {})", crate::BACKENDS.join(", ")));
     }
-    Ok(Server::RingpollVariant { name: name.to_string(), backend, args: words.collect() })
+    Ok(Server::RingpollVariant { name: name.to_string(), backend, args: words.collect(), bin })
 }
 
 /// Which load generator drives a cell.
@@ -275,9 +290,14 @@ mod tests {
             Server::RingpollVariant {
                 name: "bundle-on".into(),
                 backend: "uring".into(),
-                args: vec!["--uring-bundle".into(), "on".into()]
+                args: vec!["--uring-bundle".into(), "on".into()],
+                bin: None,
             }
         );
+        let exe = std::env::current_exe().unwrap();
+        let before = parse_variant(&format!("before=bin:{} epoll", exe.display())).unwrap();
+        assert!(matches!(before, Server::RingpollVariant { bin: Some(_), ref backend, .. } if backend == "epoll"));
+        assert!(parse_variant("before=bin:/nonexistent/ringpoll epoll").unwrap_err().contains("no binary"));
         assert!(v.serves(Proto::Http) && !v.is_peer() && v.name() == "bundle-on");
         for (bad, needle) in
             [("x", "NAME=BACKEND"), ("=uring", "name"), ("a=", "no backend"), ("a=kqueue", "unknown backend")]

@@ -98,7 +98,13 @@ fn sampler(
         while !stop.load(Ordering::Relaxed) {
             let at = now_s();
             if let (Ok(cpu), Ok((user, sys))) = (procs::cpu_total(pid), procs::cpu_times(pid)) {
-                let syscalls = metrics.and_then(|m| procs::scrape_counter(m, "syscalls_total").ok());
+                // `ringpoll_syscalls_total`; binaries older than that named it `ringpoll_syscalls`.
+                let syscalls = metrics.and_then(|m| {
+                    procs::scrape_counter(m, "syscalls_total")
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .or_else(|| procs::scrape_counter(m, "syscalls").ok())
+                });
                 let rss_kib = procs::rss_kib(pid).unwrap_or(0);
                 let core = core.and_then(|c| cpustat::read(c).ok());
                 out.push(Sample { at, cpu, user, sys, syscalls, rss_kib, core });
@@ -131,7 +137,11 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
                 Server::RingpollVariant { backend, args, .. } => (backend.as_str(), args.iter().map(String::as_str).collect()),
                 _ => ("epoll", vec!["--splice"]),
             };
-            let mut cmd = procs::command(ns, cpu, &setup.ringpoll);
+            let bin = match server {
+                Server::RingpollVariant { bin: Some(b), .. } => std::path::PathBuf::from(b),
+                _ => setup.ringpoll.clone(),
+            };
+            let mut cmd = procs::command(ns, cpu, &bin);
             let mode = w.proto.name();
             cmd.args(["serve", "--listen", &listen, "--workers", "1", "--mode", mode, "--backend", backend]);
             cmd.args(["--metrics", "127.0.0.1:0"]);

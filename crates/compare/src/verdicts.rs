@@ -172,7 +172,12 @@ mod tests {
 
     #[test]
     fn variants_are_compared_with_the_first_variant_of_their_backend() {
-        let v = |name: &str| Server::RingpollVariant { name: name.into(), backend: "uring".into(), args: vec![] };
+        let v = |name: &str| Server::RingpollVariant {
+            name: name.into(),
+            backend: "uring".into(),
+            args: vec![],
+            bin: None,
+        };
         let cells = vec![cell(v("off"), &[8.0, 9.0, 8.5]), cell(v("on"), &[6.0, 6.9, 6.4])];
         let w = &cells[0].workload.name;
         assert_eq!(comparisons(&cells, w), vec![(1, 0, true)]);

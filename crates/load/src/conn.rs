@@ -97,6 +97,10 @@ pub struct Conn {
     pub since: u64,
     /// A response completed on this connection since it was (re)opened.
     pub served: bool,
+    /// HTTP requests the server will not answer on the last connection because an earlier
+    /// response said `Connection: close`: sent again, first, on the next one (RFC 9112
+    /// section 9.3.2), keeping their intended start so that the delay counts in their latency.
+    pub retry: Vec<Slot>,
 }
 
 impl Conn {
@@ -118,6 +122,7 @@ impl Conn {
             front_bad: false,
             framer: ResponseFramer::new(),
             slots: VecDeque::with_capacity(if idle { 0 } else { plan.depth }),
+            retry: Vec::new(),
             next_k: 0,
             phase,
             timer_at: 0,
@@ -139,6 +144,7 @@ impl Conn {
     pub fn reset(&mut self, plan: &Plan) -> usize {
         let lost = self.slots.len();
         self.slots.clear();
+        self.retry.clear();
         self.framer.reset();
         // A new echo stream continues at the send offset (any offset will do); an http one
         // starts again at a request boundary.
@@ -209,6 +215,12 @@ impl Conn {
             return Err(Lost::ServerClose);
         }
         Ok(())
+    }
+
+    /// The server announced the close (`Connection: close`): the requests behind that response
+    /// were never processed; keep them to send again on the next connection.
+    pub fn keep_unanswered(&mut self) {
+        self.retry = self.slots.drain(..).collect();
     }
 
     /// The server closed its side: completes a read-until-close response.

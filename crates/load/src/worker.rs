@@ -462,6 +462,13 @@ impl<P: Poller> Worker<'_, P> {
             _ => true,
         };
         let c = &mut self.conns[idx];
+        // Requests a `Connection: close` left unanswered go first (their `-n` share is spent).
+        let mut retried = std::mem::take(&mut c.retry);
+        for s in retried.drain(..) {
+            if c.slots.len() < plan.depth {
+                c.queue(Slot { intended: s.intended, sent: now }, plan.msg_len);
+            }
+        }
         let room = plan.depth - c.slots.len();
         match plan.interval_ns {
             None => {
@@ -517,6 +524,11 @@ impl<P: Poller> Worker<'_, P> {
     fn drop_conn(&mut self, idx: usize, lost: Lost) {
         let plan = self.plan;
         let c = &mut self.conns[idx];
+        // After `Connection: close` the unanswered requests are sent again, not lost.
+        let retry = matches!(lost, Lost::ServerClose).then(|| {
+            c.keep_unanswered();
+            std::mem::take(&mut c.retry)
+        });
         let in_flight = !c.slots.is_empty();
         if c.served {
             c.backoff = MIN_BACKOFF;
@@ -542,6 +554,9 @@ impl<P: Poller> Worker<'_, P> {
             let _ = self.poller.delete(s.as_raw_fd());
         }
         c.reset(plan);
+        if let Some(r) = retry {
+            c.retry = r;
+        }
         c.generation = c.generation.wrapping_add(1);
         c.timer_at = 0;
         if self.now >= self.end {

@@ -190,3 +190,33 @@ fn echo_against_an_http_server_has_no_successful_request() {
     let text = r.summary();
     assert!(text.contains("No successful requests") && !text.contains("Latency"), "{text}");
 }
+
+#[test]
+fn requests_behind_a_connection_close_are_sent_again_not_lost() {
+    // Every connection's first response says `Connection: close`, then the server closes: at
+    // depth 4 the three requests behind it were never processed, and are sent again on the
+    // next connection (RFC 9112 section 9.3.2), so nothing is an error.
+    let srv = http_server_closing_after_first();
+    let mut c = LoadConfig::new(srv.url("/"));
+    c.duration = Duration::from_millis(500);
+    c.connections = 2;
+    c.depth = 4;
+    let r = run_load(c).unwrap();
+    assert!(r.requests > 10, "{r:#?}");
+    assert_eq!(r.errors.total(), 0, "{r:#?}");
+}
+
+/// Answers one request per connection, with `Connection: close`, then closes (whatever else
+/// was pipelined behind it).
+fn http_server_closing_after_first() -> common::TestServer {
+    serve(|mut s, ctx| {
+        use std::io::Write;
+        let mut buf = [0u8; 4096];
+        while let Some(got) = common::read_some(&mut s, &mut buf, ctx) {
+            if got > 0 {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+                return;
+            }
+        }
+    })
+}

@@ -38,6 +38,15 @@ impl Protocol for Echo {
         self.eof = true;
         Progress { requests: 0, close: true }
     }
+
+    fn passes_through(&self) -> bool {
+        !self.eof
+    }
+
+    /// As `on_data` counts: one message per non-empty delivery.
+    fn on_passed_through(&mut self, n: usize) -> Progress {
+        Progress { requests: u32::from(n > 0 && !self.eof), close: self.eof }
+    }
 }
 
 #[cfg(test)]

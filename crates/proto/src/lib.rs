@@ -114,4 +114,18 @@ pub trait Protocol: Send + 'static {
     fn is_idle(&self) -> bool {
         self.request_state() == RequestState::Idle
     }
+
+    /// Whether the output for the next input would be that input, unchanged (echo). A
+    /// completion transport may then send received bytes straight out of its receive buffer
+    /// and report them with [`Protocol::on_passed_through`] instead of [`Protocol::on_data`].
+    fn passes_through(&self) -> bool {
+        false
+    }
+
+    /// `n` bytes of input went out unchanged, by the transport, as this protocol's output
+    /// (only called while [`Protocol::passes_through`]): account for them as `on_data` would.
+    fn on_passed_through(&mut self, n: usize) -> Progress {
+        let _ = n;
+        Progress::default()
+    }
 }

@@ -119,6 +119,8 @@ pub struct PeerStats {
     /// Bytes relayed to it, and from it (counted when a pair ends).
     pub bytes_to: u64,
     pub bytes_from: u64,
+    /// Passive health: down until then (a time that may have passed; never for a group of one).
+    pub down_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -181,10 +183,11 @@ impl Balancer {
         self.peers.len() == 1 || self.peers.get(i).is_some_and(|p| p.down_until.is_none_or(|d| now >= d))
     }
 
-    /// Per-upstream counters.
+    /// Per-upstream counters, and the passive health verdict (the active one is on the board).
     #[must_use]
     pub fn stats(&self, i: usize) -> PeerStats {
-        self.peers.get(i).map(|p| p.stats).unwrap_or_default()
+        let down_until = if self.peers.len() > 1 { self.peers.get(i).and_then(|p| p.down_until) } else { None };
+        self.peers.get(i).map(|p| PeerStats { down_until, ..p.stats }).unwrap_or_default()
     }
 
     /// Add the bytes a finished pair moved to and from upstream `i`.
@@ -440,12 +443,14 @@ mod tests {
         assert_eq!(picks, [1, 1, 1, 1]);
         assert!(b.is_usable(0, t0 + Duration::from_secs(22)), "back after fail_timeout");
         assert_eq!(b.stats(0).failures, 3);
+        assert_eq!(b.stats(0).down_until, Some(t0 + Duration::from_secs(22)), "published for the metrics");
         assert_eq!(b.retry(1, ip(1), t0 + Duration::from_secs(22)), Some(0));
 
         // A group of one is never marked down passively; the board still counts.
         let mut one = balancer(&[1], Strategy::RoundRobin);
         one.connect_failed(0, t0);
         assert_eq!(one.pick(ip(1), t0), Some(0));
+        assert_eq!(one.stats(0).down_until, None);
         one.board.set(0, false);
         assert_eq!(one.pick(ip(1), t0), None, "actively down: none usable");
     }

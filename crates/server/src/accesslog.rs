@@ -96,6 +96,24 @@ impl AccessLog {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The dropped-records counter alone, for a reader that must not keep the writer running
+    /// (the writer ends when the last [`AccessLog`] is dropped).
+    #[must_use]
+    pub fn dropped_counter(&self) -> Dropped {
+        Dropped(self.dropped.clone())
+    }
+}
+
+/// Records an [`AccessLog`] dropped.
+#[derive(Clone, Debug)]
+pub struct Dropped(Arc<AtomicU64>);
+
+impl Dropped {
+    #[must_use]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Open the destination (`-` is stderr, anything else a file opened for appending) and start
@@ -184,6 +202,7 @@ mod tests {
             log.log(record());
         }
         assert_eq!(log.dropped(), 3);
+        assert_eq!(log.dropped_counter().get(), 3);
         assert_eq!(rx.try_iter().count(), 2);
     }
 
@@ -192,10 +211,12 @@ mod tests {
         let path = std::env::temp_dir().join(format!("ringpoll-accesslog-{}.log", std::process::id()));
         let p = path.to_str().unwrap().to_string();
         let (log, handle) = start(&p, Format::Text).unwrap();
+        let counter = log.dropped_counter();
         log.log(record());
         log.log(record());
         drop(log);
-        handle.join().unwrap();
+        handle.join().unwrap(); // the counter kept no sender: the writer ended
+        assert_eq!(counter.get(), 0);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(text.lines().count(), 2);

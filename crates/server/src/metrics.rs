@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringpoll_proto::upstream::HealthBoard;
 use ringpoll_proto::CloseReason;
 use ringpoll_sys::socket::{is_per_connection_accept_error, is_resource_exhaustion};
 use tracing::{debug, warn};
 
-use crate::accesslog::AccessLog;
+use crate::accesslog::Dropped;
 use crate::stats::{Counters, SharedCounters, SharedUpstreams};
 use crate::{RateLimit, ACCEPT_BACKOFF};
 
@@ -29,7 +30,10 @@ pub struct Source {
     pub upstreams: Vec<Arc<SharedUpstreams>>,
     /// Group names and their upstreams' addresses, indexed like [`SharedUpstreams::groups`].
     pub groups: Vec<(String, Vec<SocketAddr>)>,
-    pub access_log: Option<AccessLog>,
+    /// The groups' active health.
+    pub boards: Vec<Arc<HealthBoard>>,
+    /// The access log's dropped records (not the log itself: its writer must be able to end).
+    pub access_log: Option<Dropped>,
     /// Times the endpoint's own accept failed (out of descriptors, say) and paused.
     pub accept_backoffs: Arc<AtomicU64>,
 }
@@ -194,6 +198,18 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         value: |c| c.uring_zc_sends,
     },
+    Family {
+        name: "uring_bundles_total",
+        help: "io_uring receive completions that carried several buffers (recv bundles).",
+        kind: "counter",
+        value: |c| c.uring_bundles,
+    },
+    Family {
+        name: "uring_held_sends_total",
+        help: "io_uring sends straight out of a receive buffer (echo and relay without a copy).",
+        kind: "counter",
+        value: |c| c.uring_held_sends,
+    },
 ];
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -237,7 +253,7 @@ pub fn render(source: &Source) -> String {
             "Access log lines dropped because the writer was behind.",
             "counter",
         );
-        let _ = writeln!(out, "ringpoll_access_log_dropped_total {}", log.dropped());
+        let _ = writeln!(out, "ringpoll_access_log_dropped_total {}", log.get());
     }
     out
 }
@@ -250,7 +266,7 @@ fn render_upstreams(out: &mut String, source: &Source) {
     let families: [(&str, &str, &str, Get); 6] = [
         (
             "upstream_up",
-            "1 when the worker may send connections to the upstream (active and passive health).",
+            "1 when the worker may send connections to the upstream now (active and passive health).",
             "gauge",
             |_, up| u64::from(up),
         ),
@@ -270,12 +286,14 @@ fn render_upstreams(out: &mut String, source: &Source) {
             |s, _| s.bytes_from,
         ),
     ];
+    let now = Instant::now();
     for (name, help, kind, get) in families {
         header(out, name, help, kind);
         for (w, shared) in source.upstreams.iter().enumerate() {
             for (g, (gname, addrs)) in source.groups.iter().enumerate() {
                 for (i, addr) in addrs.iter().enumerate() {
-                    let (s, up) = shared.snapshot(g, i);
+                    let (s, passively_up) = shared.snapshot(g, i, now);
+                    let up = passively_up && source.boards.get(g).is_none_or(|b| b.is_up(i));
                     let _ = writeln!(
                         out,
                         "ringpoll_{name}{{worker=\"{w}\",group=\"{}\",upstream=\"{addr}\"}} {}",

@@ -7,6 +7,7 @@
 //! ([`SharedUpstreams`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use ringpoll_proto::upstream::PeerStats;
@@ -94,6 +95,10 @@ counters! {
     uring_rearms,
     /// io_uring: zero-copy sends completed (`--uring-send-zc-min`).
     uring_zc_sends,
+    /// io_uring: receive completions that carried several buffers (`--uring-bundle`).
+    uring_bundles,
+    /// io_uring: sends straight out of a receive buffer (echo and relay without a copy).
+    uring_held_sends,
     /// Gauge: echo and HTTP connections open now.
     open_connections,
     /// Gauge: proxy pairs open now.
@@ -145,6 +150,8 @@ impl Counters {
             ("uring_enobufs", self.uring_enobufs),
             ("uring_rearms", self.uring_rearms),
             ("uring_zc_sends", self.uring_zc_sends),
+            ("uring_bundles", self.uring_bundles),
+            ("uring_held_sends", self.uring_held_sends),
         ] {
             if v > 0 {
                 s.push_str(&format!(" {name} {v}"));
@@ -162,45 +169,60 @@ pub struct AtomicPeer {
     failures: AtomicU64,
     bytes_to: AtomicU64,
     bytes_from: AtomicU64,
-    /// 1 when the worker considers it usable (active and passive health).
-    up: AtomicU64,
+    /// Passive health: down until `epoch` + this many nanoseconds (0: not down). A time, not
+    /// a verdict, so that a reader sees the verdict of its own moment even while the worker
+    /// sleeps.
+    down_until: AtomicU64,
 }
 
 /// One worker's published per-upstream counters, indexed by group then upstream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedUpstreams {
     pub groups: Vec<Vec<AtomicPeer>>,
+    epoch: Instant,
 }
 
 impl SharedUpstreams {
     #[must_use]
     pub fn new(sizes: &[usize]) -> Self {
-        Self { groups: sizes.iter().map(|&n| (0..n).map(|_| AtomicPeer::default()).collect()).collect() }
+        Self {
+            groups: sizes.iter().map(|&n| (0..n).map(|_| AtomicPeer::default()).collect()).collect(),
+            epoch: Instant::now(),
+        }
     }
 
-    pub fn publish(&self, group: usize, upstream: usize, s: &PeerStats, up: bool) {
+    pub fn publish_stats(&self, group: usize, upstream: usize, s: &PeerStats) {
         if let Some(p) = self.groups.get(group).and_then(|g| g.get(upstream)) {
             p.open.store(s.open, Relaxed);
             p.total.store(s.total, Relaxed);
             p.failures.store(s.failures, Relaxed);
             p.bytes_to.store(s.bytes_to, Relaxed);
             p.bytes_from.store(s.bytes_from, Relaxed);
-            p.up.store(u64::from(up), Relaxed);
+            let until = s.down_until.map_or(0, |d| {
+                u64::try_from(d.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX).max(1)
+            });
+            p.down_until.store(until, Relaxed);
         }
     }
 
-    /// (stats, up) of one upstream.
+    /// The counters of one upstream, and whether passive health lets it take connections at
+    /// `now`.
     #[must_use]
-    pub fn snapshot(&self, group: usize, upstream: usize) -> (PeerStats, bool) {
+    pub fn snapshot(&self, group: usize, upstream: usize, now: Instant) -> (PeerStats, bool) {
         self.groups.get(group).and_then(|g| g.get(upstream)).map_or((PeerStats::default(), false), |p| {
+            let until = match p.down_until.load(Relaxed) {
+                0 => None,
+                n => Some(self.epoch + Duration::from_nanos(n)),
+            };
             let s = PeerStats {
                 open: p.open.load(Relaxed),
                 total: p.total.load(Relaxed),
                 failures: p.failures.load(Relaxed),
                 bytes_to: p.bytes_to.load(Relaxed),
                 bytes_from: p.bytes_from.load(Relaxed),
+                down_until: until,
             };
-            (s, p.up.load(Relaxed) == 1)
+            (s, until.is_none_or(|u| now >= u))
         })
     }
 }
@@ -221,5 +243,17 @@ mod tests {
         assert_eq!(Counters::sum(&[c, c]).conn.requests, 20);
         let s = c.summary("worker 0", "epoll");
         assert!(s.contains("2.50/request") && s.contains("header_timeout 1"), "{s}");
+    }
+
+    #[test]
+    fn passive_down_time_is_judged_by_the_reader() {
+        let shared = SharedUpstreams::new(&[2]);
+        let now = Instant::now();
+        let down = PeerStats { total: 4, down_until: Some(now + Duration::from_secs(2)), ..PeerStats::default() };
+        shared.publish_stats(0, 1, &down);
+        assert!(shared.snapshot(0, 0, now).1, "never published: up");
+        let (s, up) = shared.snapshot(0, 1, now);
+        assert_eq!((s.total, up), (4, false));
+        assert!(shared.snapshot(0, 1, now + Duration::from_secs(2)).1, "the window passed without a new publish");
     }
 }

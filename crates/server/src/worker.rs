@@ -45,6 +45,8 @@ pub struct Server {
     /// A duplicate of every listening socket, to hand over to a successor.
     offer: Vec<TcpListener>,
     access_log: Option<(AccessLog, JoinHandle<()>)>,
+    /// Active health of each upstream group.
+    boards: Vec<Arc<HealthBoard>>,
     _checker: Option<Checker>,
 }
 
@@ -105,6 +107,7 @@ impl Server {
             handles: Vec::new(),
             offer: Vec::new(),
             access_log,
+            boards: boards.clone(),
             _checker: checker,
         };
 
@@ -238,7 +241,8 @@ impl Server {
                 .iter()
                 .map(|g| (g.name.clone(), g.upstreams.iter().map(|u| u.addr).collect()))
                 .collect(),
-            access_log: self.access_log.as_ref().map(|(l, _)| l.clone()),
+            boards: self.boards.clone(),
+            access_log: self.access_log.as_ref().map(|(l, _)| l.dropped_counter()),
             accept_backoffs: Arc::default(),
         }
     }

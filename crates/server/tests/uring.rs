@@ -7,6 +7,8 @@
 //! (with a `SKIP` line in the `cargo test` output) only when the kernel refuses io_uring; with
 //! RINGPOLL_REQUIRE_URING=1 (as in CI) that is a failure instead.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -16,51 +18,11 @@ use std::time::{Duration, Instant};
 
 use ringpoll_proto::upstream::Upstream;
 use ringpoll_server::config::Group;
-use ringpoll_server::{Backend, CloseReason, Config, Counters, Mode, Server};
-use ringpoll_sys::testing::{uring_refused, REQUIRE_URING};
+use ringpoll_server::{Backend, CloseReason, Counters, Mode, Server};
+use ringpoll_sys::testing::REQUIRE_URING;
+use support::*;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const CHILD_ENV: &str = "RINGPOLL_URING_SECCOMP_CHILD";
-
-fn config(mode: Mode) -> Config {
-    let mut cfg = Config::new("127.0.0.1:0".parse().unwrap(), mode, Backend::Uring);
-    cfg.workers = 1;
-    cfg.pin = false;
-    cfg.shutdown_timeout = Duration::from_secs(5);
-    cfg
-}
-
-/// Start an in-process server; `None` if the kernel refuses io_uring (a visible skip, or a
-/// failure when io_uring is required).
-fn start(cfg: Config) -> Option<Server> {
-    let _ = ringpoll_sys::rlimit::raise_nofile_limit();
-    match Server::start(cfg, None) {
-        Ok(s) => Some(s),
-        Err(e) if e.to_string().contains("io_uring is not available") => {
-            uring_refused(&e.to_string());
-            None
-        }
-        Err(e) => panic!("starting the uring server: {e}"),
-    }
-}
-
-fn snapshot(server: &Server) -> Counters {
-    server.counters()[0].snapshot()
-}
-
-fn stop(server: Server) -> Counters {
-    server.shutdown_handle().trigger();
-    let counters = server.join().expect("workers end cleanly");
-    counters[0]
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
 
 fn pattern(conn: usize, round: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| ((conn * 31 + round * 7 + i) % 251) as u8).collect()
@@ -94,19 +56,6 @@ fn busy_echo(addr: SocketAddr, conns: usize, threads: usize, rounds: usize, msg:
     handles.into_iter().map(|h| h.join().expect("client thread")).sum()
 }
 
-/// Wait (bounded) until `f` holds for the published counters.
-fn wait_counters(server: &Server, what: &str, f: impl Fn(&Counters) -> bool) -> Counters {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let c = snapshot(server);
-        if f(&c) {
-            return c;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}: {c:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn tiny_buffer_ring_echoes_every_byte() {
     let mut cfg = config(Mode::Echo);
@@ -134,6 +83,8 @@ fn zero_copy_sends_echo_every_byte() {
     // the buffer is free again), many connections, short sends under backpressure.
     let mut cfg = config(Mode::Echo);
     cfg.uring.send_zc_min = 1;
+    // Sends straight out of a receive buffer are plain sends: copy into output buffers.
+    cfg.uring.echo_zero_copy = false;
     let Some(server) = start(cfg) else { return };
     let echoed = busy_echo(server.local_addr(), 200, 4, 5, 20_000);
     let big = busy_echo(server.local_addr(), 2, 2, 2, 4 << 20);
@@ -148,9 +99,7 @@ fn zero_copy_sends_echo_every_byte() {
 /// an epoll echo upstream: ENOBUFS and re-arms on both sides of each pair, and with the
 /// zero-copy relay, buffers held by sends on top. Every byte must arrive, in both directions.
 fn tiny_buffer_ring_proxy(zero_copy: bool) {
-    let mut up_cfg = Config::new("127.0.0.1:0".parse().unwrap(), Mode::Echo, Backend::Epoll);
-    up_cfg.workers = 1;
-    up_cfg.pin = false;
+    let up_cfg = config_on(Mode::Echo, Backend::Epoll);
     let upstream = Server::start(up_cfg, None).expect("epoll echo upstream");
     let mut cfg = config(Mode::Proxy);
     cfg.groups = vec![Group::new("t", vec![Upstream { addr: upstream.local_addr(), weight: 1 }])];

@@ -4,7 +4,7 @@
 //! Chunk-size lines (size, optional extensions) are bounded by [`MAX_CHUNK_LINE`] and the
 //! trailer section by [`MAX_TRAILER`]. Bare LF line ends are accepted alongside CRLF.
 
-use super::FrameError;
+use super::error::FrameError;
 
 /// Longest chunk-size line (size and extensions), in bytes.
 pub const MAX_CHUNK_LINE: usize = 4096;

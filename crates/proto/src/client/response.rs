@@ -15,7 +15,7 @@
 use std::mem::MaybeUninit;
 
 use super::chunked::{ChunkStep, Chunked};
-use super::FrameError;
+use super::error::FrameError;
 
 /// Largest response head (status line, header fields, blank line) accepted, in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;

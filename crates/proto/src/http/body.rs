@@ -3,7 +3,7 @@
 //! The plaintext endpoint has no use for request bodies, but it must find where each one ends
 //! to answer the request (405 for POST and friends) and to parse the next pipelined request.
 
-use super::{MAX_CHUNK_LINE, MAX_HEADER_BYTES};
+use super::limits::{MAX_CHUNK_LINE, MAX_HEADER_BYTES};
 
 /// The body still to be skipped for the current request.
 #[derive(Debug)]

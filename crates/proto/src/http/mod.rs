@@ -19,6 +19,7 @@
 //! byte by byte costs a bounded number of parses.
 
 mod body;
+mod limits;
 mod parse;
 mod response;
 #[cfg(test)]
@@ -26,17 +27,9 @@ mod tests;
 
 use crate::{Ctx, Limits, Progress, Protocol, RequestState};
 use body::{Body, Chunked, Step};
+pub use limits::{MAX_CHUNK_LINE, MAX_HEADERS, MAX_HEADER_BYTES, MAX_TARGET};
 use parse::{Conn, Framing, Method, Parsed, REQUEST_LINE_LIMIT};
 pub use response::HELLO_BODY;
-
-/// Largest request head (request line + header fields + final CRLF), in bytes; beyond it 431.
-pub const MAX_HEADER_BYTES: usize = 8192;
-/// Most header fields in one request; beyond it 431.
-pub const MAX_HEADERS: usize = 100;
-/// Longest request target, in bytes; beyond it 414.
-pub const MAX_TARGET: usize = 4096;
-/// Longest chunk-size line (size and extensions) of a chunked body; beyond it 400.
-pub const MAX_CHUNK_LINE: usize = 1024;
 
 /// One HTTP/1.x server connection.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_TARGET};
+use super::limits::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_TARGET};
 
 /// A first line this long whose target has not ended yet cannot carry a target of at most
 /// [`MAX_TARGET`] bytes (the slack leaves room for the method and the version), so the request

@@ -13,6 +13,8 @@
 //! - [`pair::ProxyPair`]: a client and its upstream, around the byte [`crate::relay::Relay`].
 
 pub mod pair;
+#[cfg(test)]
+mod pass_tests;
 pub mod stream;
 #[cfg(test)]
 mod tests;

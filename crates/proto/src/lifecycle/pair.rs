@@ -125,6 +125,8 @@ pub struct ProxyPair {
     /// listener takes one).
     client: SocketAddr,
     local: SocketAddr,
+    /// The address the connection was accepted on (ours, whatever a PROXY header says).
+    accepted_on: SocketAddr,
     started: Instant,
     last_active: Instant,
     /// When the first direction finished.
@@ -146,6 +148,7 @@ impl ProxyPair {
             connect: false,
             client,
             local,
+            accepted_on: local,
             started: now,
             last_active: now,
             half_since: None,
@@ -173,6 +176,12 @@ impl ProxyPair {
         self.local
     }
 
+    /// The address of the listener that accepted the connection (never from a PROXY header).
+    #[must_use]
+    pub const fn listener(&self) -> SocketAddr {
+        self.accepted_on
+    }
+
     #[must_use]
     pub const fn is_connecting(&self) -> bool {
         matches!(self.phase, Phase::Connecting(_))
@@ -195,7 +204,8 @@ impl ProxyPair {
         self.started
     }
 
-    /// Bytes received from `side` so far.
+    /// Bytes received from `side` so far and relayed (or to be relayed) to the other side: a
+    /// PROXY header the client sent is not among them.
     #[must_use]
     pub const fn bytes_from(&self, side: Side) -> u64 {
         self.bytes_from[side as usize]
@@ -269,7 +279,6 @@ impl ProxyPair {
             if side != Side::Client {
                 return;
             }
-            self.bytes_from[0] += data.len() as u64;
             st.bytes_in += data.len() as u64;
             self.last_active = now;
             match reader.feed(data) {
@@ -282,6 +291,7 @@ impl ProxyPair {
                     }
                     self.phase = Phase::Choose;
                     if !rest.is_empty() {
+                        self.bytes_from[Side::Client as usize] += rest.len() as u64;
                         self.relay.received(Side::Client, &rest);
                     }
                 }

@@ -357,6 +357,64 @@ impl<P: Protocol> StreamConn<P> {
         Some(buf)
     }
 
+    /// Completion transports that can send received bytes straight out of their receive
+    /// buffer: whether the bytes about to be handed over may go that way
+    /// ([`StreamConn::on_data_passed`]): while open and reading, with nothing pending ahead of
+    /// them (queued or in flight), for a protocol that passes its input through
+    /// ([`Protocol::passes_through`], echo). Otherwise hand them to [`StreamConn::on_data`].
+    #[must_use]
+    pub fn may_pass_through(&self) -> bool {
+        self.phase == Phase::Open
+            && self.read_open
+            && self.close_now.is_none()
+            && self.pending() == 0
+            && self.proto.passes_through()
+    }
+
+    /// `n` bytes received that, as [`StreamConn::may_pass_through`] allowed, the transport
+    /// sends back itself from its receive buffer: they count as received, and as output the
+    /// transport holds (pending, for backpressure and the send deadline) until
+    /// [`StreamConn::on_passed_sent`] reports them sent.
+    pub fn on_data_passed(&mut self, n: usize, env: &Env<'_>, st: &mut Stats) {
+        if n == 0 || !self.may_pass_through() {
+            return;
+        }
+        self.last_in = env.now;
+        st.bytes_in += n as u64;
+        let p = self.proto.on_passed_through(n);
+        st.requests += u64::from(p.requests);
+        self.served |= p.requests > 0;
+        if p.close {
+            self.phase = Phase::Closing;
+        }
+        self.in_flight = n;
+        self.output_grew(0, env.now);
+        self.backpressure(env.cfg, st);
+    }
+
+    /// Completion transports: a send of passed-through bytes took `n` of them and `left` are
+    /// still to send. Returns whether to send those again (before anything queued since); a
+    /// send that took nothing of a non-empty rest is an error, as in
+    /// [`StreamConn::on_send_done`].
+    pub fn on_passed_sent(&mut self, n: usize, left: usize, env: &Env<'_>, st: &mut Stats) -> bool {
+        st.bytes_out += n as u64;
+        self.in_flight = left;
+        if n > 0 {
+            self.last_out = env.now;
+        }
+        if self.phase == Phase::Closed {
+            self.in_flight = 0;
+            return false;
+        }
+        self.backpressure(env.cfg, st);
+        if left > 0 && n == 0 {
+            self.in_flight = 0;
+            self.on_error();
+            return false;
+        }
+        left > 0
+    }
+
     /// Completion transports: a send failed or was cancelled; its bytes are gone.
     pub fn on_send_failed(&mut self) {
         self.in_flight = 0;

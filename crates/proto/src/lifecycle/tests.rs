@@ -608,6 +608,10 @@ fn accept_proxy_reads_the_header_first_and_send_proxy_writes_one_first() {
     assert_eq!(p.next_action(t0, &mut b, &mut st), PairAction::Continue);
     p.received(Side::Client, b"80\r\nhello", t0, &mut st);
     assert_eq!(p.client(), addr("10.1.2.3:5555"));
+    assert_eq!(p.local(), addr("10.0.0.1:80"));
+    assert_eq!(p.listener(), addr("127.0.0.1:8000"), "the listener stays ours");
+    assert_eq!(p.bytes_from(Side::Client), 5, "the header is not relayed: not counted");
+    assert_eq!(st.bytes_in, 43, "but it was received (38 + 5)");
     assert_eq!(p.next_action(t0, &mut b, &mut st), PairAction::Connect(0));
     p.on_connected(t0, &cfg, &mut b);
     assert_eq!(p.relay().outgoing(Side::Upstream), b"PROXY TCP4 10.1.2.3 10.0.0.1 5555 80\r\nhello");

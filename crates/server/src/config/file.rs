@@ -25,6 +25,16 @@
 //! balance = "least-conn"
 //! health_interval = "2s"
 //! send_proxy = "v2"
+//!
+//! [uring]                       # the io_uring backend's knobs (the --uring-* flags)
+//! bufs = 1024
+//! buf_size = "16KiB"
+//! fixed_files = true            # techniques: true/false or "on"/"off"
+//! bundle = "on"
+//! echo_zero_copy = true
+//! buf_inc = false
+//! sqpoll = false
+//! reg_wait = false
 //! ```
 //!
 //! Every setting a flag can say has a key of the same name (underscores for dashes). Unknown
@@ -32,114 +42,63 @@
 //! anything listens.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use ringpoll_proto::proxy_protocol::Version;
-use ringpoll_proto::units;
-use ringpoll_proto::upstream::{Passive, Strategy, Upstream};
+use ringpoll_proto::upstream::{Passive, Strategy};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{off_if_zero, parse_upstream, resolve, AccessLogConfig, Backend, Config, Group, Listener, Mode};
+use super::values::{Addr, Count, Dur, Size, Switch, UpstreamSpec};
+use super::{off_if_zero, AccessLogConfig, Backend, Config, Group, Listener, Mode};
 use crate::accesslog::Format;
 use crate::health::ActiveCheck;
 
 /// Read and check a configuration file (not yet [`Config::validate`]d).
 pub fn load(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse(&text).map_err(|(span, msg)| match span {
-        Some(at) => format!("{}:{}: {msg}", path.display(), line_of(&text, at)),
-        None => format!("{}: {msg}", path.display()),
-    })
+    parse(&text).map_err(|e| render(&path.display().to_string(), &text, e))
+}
+
+/// `FILE:LINE: `KEY`: message`, as far as the error says where.
+fn render(file: &str, text: &str, (span, msg): Error) -> String {
+    match span {
+        Some(at) => {
+            let (line, key) = locate(text, at);
+            match key {
+                // Name the key when the message does not (a bad value, a duplicate).
+                Some(k) if !msg.contains(&format!("`{k}`")) => format!("{file}:{line}: `{k}`: {msg}"),
+                _ => format!("{file}:{line}: {msg}"),
+            }
+        }
+        None => format!("{file}: {msg}"),
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
+/// The line of `offset`, and the key whose value is there: the nearest `key =` at or above it
+/// within its table (a value may span lines, as an array does).
+fn locate(text: &str, offset: usize) -> (usize, Option<&str>) {
+    let line = line_of(text, offset);
+    let key = text.lines().take(line).collect::<Vec<_>>().into_iter().rev().find_map(|l| {
+        let l = l.trim_start();
+        if l.starts_with('[') {
+            return Some(None);
+        }
+        let (k, _) = l.split_once('=')?;
+        let k = k.trim();
+        (!k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+            .then_some(Some(k))
+    });
+    (line, key.flatten())
+}
+
 type Error = (Option<usize>, String);
-
-/// A duration as a string (`"10s"`, `"250ms"`) or a number of seconds.
-#[derive(Clone, Copy, Debug)]
-struct Dur(Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
-            F(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => units::parse_duration(&s).map(Dur).map_err(de::Error::custom),
-            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::F(f) => units::parse_duration(&f.to_string()).map(Dur).map_err(de::Error::custom),
-        }
-    }
-}
-
-/// A byte size as a string (`"16KiB"`) or a number of bytes.
-#[derive(Clone, Copy, Debug)]
-struct Size(u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => units::parse_size(&s).map(Size).map_err(de::Error::custom),
-            Raw::N(n) => Ok(Size(n)),
-        }
-    }
-}
-
-/// `HOST:PORT`, resolved.
-#[derive(Clone, Copy, Debug)]
-struct Addr(SocketAddr);
-
-impl<'de> Deserialize<'de> for Addr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        resolve(&String::deserialize(d)?).map(Addr).map_err(de::Error::custom)
-    }
-}
-
-/// `HOST:PORT[@WEIGHT]`, or `{ addr = "HOST:PORT", weight = N }`.
-#[derive(Clone, Copy, Debug)]
-struct UpstreamSpec(Upstream);
-
-impl<'de> Deserialize<'de> for UpstreamSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Table {
-            addr: Addr,
-            #[serde(default = "one")]
-            weight: u32,
-        }
-        fn one() -> u32 {
-            1
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            T(Table),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse_upstream(&s).map(UpstreamSpec).map_err(de::Error::custom),
-            Raw::T(t) => Ok(UpstreamSpec(Upstream { addr: t.addr.0, weight: t.weight })),
-        }
-    }
-}
 
 fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backend>, D::Error> {
     Option::<String>::deserialize(d)?.map(|s| Backend::parse(&s).map_err(de::Error::custom)).transpose()
@@ -186,6 +145,12 @@ struct UringSection {
     sq_entries: Option<u32>,
     relay: Option<RelayName>,
     send_zc_min: Option<Size>,
+    fixed_files: Option<Switch>,
+    bundle: Option<Switch>,
+    echo_zero_copy: Option<Switch>,
+    buf_inc: Option<Switch>,
+    sqpoll: Option<Switch>,
+    reg_wait: Option<Switch>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,8 +186,8 @@ struct GroupSection {
     max_fails: Option<u32>,
     fail_timeout: Option<Dur>,
     health_interval: Option<Dur>,
-    health_rise: Option<u32>,
-    health_fall: Option<u32>,
+    health_rise: Option<Count>,
+    health_fall: Option<Count>,
     health_timeout: Option<Dur>,
     send_proxy: Option<ProxyVersion>,
 }
@@ -232,7 +197,7 @@ struct GroupSection {
 struct FileConfig {
     #[serde(default, deserialize_with = "backend")]
     backend: Option<Backend>,
-    workers: Option<u32>,
+    workers: Option<Count>,
     pin: Option<bool>,
     max_conns: Option<u64>,
     shutdown_timeout: Option<Dur>,
@@ -263,7 +228,7 @@ fn parse(text: &str) -> Result<Config, Error> {
         cfg.listeners.push(listener(l, &names, &f.upstream_group)?);
     }
     if let Some(w) = f.workers {
-        cfg.workers = w as usize;
+        cfg.workers = w.0 as usize;
     }
     if let Some(p) = f.pin {
         cfg.pin = p;
@@ -298,6 +263,18 @@ fn parse(text: &str) -> Result<Config, Error> {
     if let Some(s) = f.uring.send_zc_min {
         u.send_zc_min = usize::try_from(s.0).unwrap_or(usize::MAX);
     }
+    for (slot, key) in [
+        (&mut u.fixed_files, f.uring.fixed_files),
+        (&mut u.bundle, f.uring.bundle),
+        (&mut u.echo_zero_copy, f.uring.echo_zero_copy),
+        (&mut u.buf_inc, f.uring.buf_inc),
+        (&mut u.sqpoll, f.uring.sqpoll),
+        (&mut u.reg_wait, f.uring.reg_wait),
+    ] {
+        if let Some(Switch(on)) = key {
+            *slot = on;
+        }
+    }
     Ok(cfg)
 }
 
@@ -319,8 +296,8 @@ fn group(name: &str, g: &Spanned<GroupSection>) -> Result<Group, Error> {
         Some(interval) => {
             out.active = Some(ActiveCheck {
                 interval,
-                rise: s.health_rise.unwrap_or(2),
-                fall: s.health_fall.unwrap_or(3),
+                rise: s.health_rise.map_or(2, |c| c.0),
+                fall: s.health_fall.map_or(3, |c| c.0),
                 timeout: s.health_timeout.map_or(Duration::from_secs(1).min(interval), |t| t.0),
             });
         }
@@ -405,7 +382,7 @@ fn listener(
             let known: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
             return Err((
                 Some(name.span().start),
-                format!("upstream_group: no [upstream_group.{}] (defined: {})", name.get_ref(), known.join(", ")),
+                format!("no [upstream_group.{}] (defined: {})", name.get_ref(), known.join(", ")),
             ));
         };
         out.group = Some(i);
@@ -492,5 +469,45 @@ send_proxy = "v2"
         assert!(msg.contains("`header_timeout` does not apply to mode echo"), "{msg}");
         let (_, msg) = at("workers = 2\n");
         assert!(msg.contains("no [[listener]]"), "{msg}");
+        let (line, msg) = at("[uring]\nbundle = \"maybe\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"echo\"\n");
+        assert_eq!(line, Some(2));
+        assert!(msg.contains("expected on, off"), "{msg}");
+    }
+
+    #[test]
+    fn uring_switches_take_booleans_and_on_off() {
+        let listener = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"echo\"\n";
+        let c = parse(&format!(
+            "[uring]\nfixed_files = false\nbundle = \"off\"\necho_zero_copy = \"off\"\nbuf_inc = true\n\
+             sqpoll = \"on\"\nreg_wait = true\n{listener}"
+        ))
+        .unwrap();
+        let u = c.uring;
+        assert_eq!(
+            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait),
+            (false, false, false, true, true, true)
+        );
+        let d = parse(listener).unwrap().uring;
+        assert_eq!(d, crate::config::UringConfig::default(), "absent keys keep the defaults");
+    }
+
+    #[test]
+    fn rendered_errors_name_the_key_once() {
+        let show = |text: &str| render("f.toml", text, parse(text).unwrap_err());
+        let head = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"proxy\"\nupstream_group = \"g\"\n";
+        let group = |body: &str| format!("{head}[upstream_group.g]\nupstreams = [\n  \"127.0.0.1:1\",\n{body}");
+        assert_eq!(
+            show(&group("  \"127.0.0.1:2@0\",\n]\n")),
+            "f.toml:6: `upstreams`: '127.0.0.1:2@0': weight must be between 1 and 1000"
+        );
+        let e = show(&group("]\nhealth_interval = \"1s\"\nhealth_rise = 0\n"));
+        assert_eq!(e, "f.toml:10: `health_rise`: must be at least 1");
+        let e = show(&group("]\nbalance = \"fastest\"\n"));
+        assert!(e.starts_with("f.toml:9: `balance`: unknown variant `fastest`"), "{e}");
+        let e = show(&format!("{head}colour = 1\n"));
+        assert!(e.starts_with("f.toml:5: unknown field `colour`"), "{e}");
+        let e = show(&format!("{head}[upstream_group.h]\nupstreams = [\"127.0.0.1:1\"]\n"));
+        assert_eq!(e, "f.toml:4: `upstream_group`: no [upstream_group.g] (defined: h)");
+        assert_eq!(show(&format!("workers = 0\n{head}")), "f.toml:1: `workers`: must be at least 1");
     }
 }

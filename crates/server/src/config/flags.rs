@@ -27,6 +27,19 @@ pub enum RelayArg {
     ZeroCopy,
 }
 
+/// A technique switched on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl From<OnOff> for bool {
+    fn from(v: OnOff) -> Self {
+        v == OnOff::On
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BalanceArg {
     RoundRobin,
@@ -226,9 +239,33 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     pub uring_relay: Option<RelayArg>,
     /// io_uring: send zero-copy (IORING_OP_SEND_ZC) when at least this many bytes are
-    /// pending; 0 = never [default: 0].
+    /// pending in an output buffer (bytes sent straight out of a receive buffer are plain
+    /// sends); 0 = never [default: 0].
     #[arg(long, value_name = "BYTES", value_parser = parse_size_usize)]
     pub uring_send_zc_min: Option<usize>,
+    /// io_uring: accept connections into the ring's fixed file table and name them by slot
+    /// (no descriptor lookup per request; proxy listeners that need the client's address keep
+    /// regular descriptors) [default: on].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub uring_fixed_files: Option<OnOff>,
+    /// io_uring: recv bundles, one completion for several receive buffers [default: off].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub uring_bundle: Option<OnOff>,
+    /// Echo on io_uring: send received bytes back straight out of their receive buffer when
+    /// nothing is queued ahead of them [default: on].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub uring_echo_zero_copy: Option<OnOff>,
+    /// io_uring: incremental receive buffer consumption (a small message takes only its bytes
+    /// of a buffer) [default: off].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub uring_buf_inc: Option<OnOff>,
+    /// io_uring: a kernel thread polls the submission queue (IORING_SETUP_SQPOLL; it sleeps
+    /// after 100 ms without work) [default: off].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub uring_sqpoll: Option<OnOff>,
+    /// io_uring: pass wait arguments through a registered region [default: off].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub uring_reg_wait: Option<OnOff>,
 }
 
 impl ServeArgs {
@@ -244,7 +281,11 @@ impl ServeArgs {
             None => self.single_listener()?,
         };
         self.apply_process_flags(&mut cfg);
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match &self.config {
+            // Settings judged together have no one line; say at least which file.
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e,
+        })?;
         Ok(cfg)
     }
 
@@ -297,6 +338,7 @@ impl ServeArgs {
         only("--keepalive-requests", self.keepalive_requests.is_some(), &[Http])?;
         only("--max-body", self.max_body.is_some(), &[Http])?;
         only("--send-timeout", self.send_timeout.is_some(), &[Echo, Http])?;
+        only("--uring-echo-zero-copy", self.uring_echo_zero_copy.is_some(), &[Echo])?;
         for (flag, given) in [
             ("--upstream", !self.upstreams.is_empty()),
             ("--connect-timeout", self.connect_timeout.is_some()),
@@ -417,6 +459,18 @@ impl ServeArgs {
         if let Some(v) = self.uring_send_zc_min {
             u.send_zc_min = v;
         }
+        for (slot, flag) in [
+            (&mut u.fixed_files, self.uring_fixed_files),
+            (&mut u.bundle, self.uring_bundle),
+            (&mut u.echo_zero_copy, self.uring_echo_zero_copy),
+            (&mut u.buf_inc, self.uring_buf_inc),
+            (&mut u.sqpoll, self.uring_sqpoll),
+            (&mut u.reg_wait, self.uring_reg_wait),
+        ] {
+            if let Some(v) = flag {
+                *slot = v.into();
+            }
+        }
     }
 }
 
@@ -485,5 +539,41 @@ mod tests {
             .unwrap_err()
             .contains("splice needs --backend epoll"));
         assert!(config(&["--config", "x.toml", "--mode", "http"]).unwrap_err().contains("cannot be combined"));
+        assert!(config(&["--mode", "http", "--uring-echo-zero-copy", "on"]).unwrap_err().contains("--mode echo"));
+        assert!(config(&["--uring-bundle", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn uring_techniques_switch_on_and_off() {
+        let d = crate::config::UringConfig::default();
+        let c = config(&["--backend", "uring"]).unwrap();
+        assert_eq!(c.uring, d);
+        let c = config(&[
+            "--backend",
+            "uring",
+            "--uring-fixed-files",
+            "off",
+            "--uring-bundle",
+            "off",
+            "--uring-echo-zero-copy",
+            "off",
+            "--uring-buf-inc",
+            "on",
+            "--uring-sqpoll",
+            "on",
+            "--uring-reg-wait",
+            "on",
+        ])
+        .unwrap();
+        let u = c.uring;
+        assert_eq!(
+            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait),
+            (false, false, false, true, true, true)
+        );
+        // The fixed file table must be able to hold --max-conns connections per worker.
+        let e = config(&["--backend", "uring", "--max-conns", "2000000"]).unwrap_err();
+        assert!(e.contains("fixed file table") && e.contains("--uring-fixed-files off"), "{e}");
+        assert!(config(&["--backend", "uring", "--max-conns", "2000000", "--uring-fixed-files", "off"]).is_ok());
+        assert!(config(&["--backend", "epoll", "--max-conns", "2000000"]).is_ok(), "only io_uring has the table");
     }
 }

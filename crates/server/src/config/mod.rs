@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod flags;
+mod values;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -87,7 +88,9 @@ impl Mode {
     }
 }
 
-/// io_uring-specific knobs.
+/// io_uring-specific knobs. The techniques (`--uring-fixed-files` ... `--uring-reg-wait`) are
+/// asked for here; each is probed when a worker sets up its ring, and one the kernel lacks is
+/// off with one INFO line (the worker runs as without it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UringConfig {
     /// Submission queue entries (the completion queue is sized from it).
@@ -104,11 +107,80 @@ pub struct UringConfig {
     /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never, the default; it
     /// does not pay on loopback, `bench-scripts/uring-send-zc-ab.py`).
     pub send_zc_min: usize,
+    /// Accept connections straight into the ring's fixed file table (direct descriptors) and
+    /// name them by slot in every request (Linux 5.19). Proxy listeners whose pairs need the
+    /// client's address (PROXY protocol either way, hash balancing, access log) keep regular
+    /// descriptors; upstream sockets always do.
+    pub fixed_files: bool,
+    /// Recv bundles: one receive completion for several provided buffers (Linux 6.10,
+    /// self-tested at start).
+    pub bundle: bool,
+    /// Echo: send received bytes back straight out of the provided buffer they arrived in
+    /// when nothing is queued ahead of them (no copy into the output buffer).
+    pub echo_zero_copy: bool,
+    /// Incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12): a small message takes
+    /// only its bytes of a provided buffer.
+    pub buf_inc: bool,
+    /// A kernel thread polls the submission queue (IORING_SETUP_SQPOLL), sleeping after
+    /// [`SQPOLL_IDLE`] without work.
+    pub sqpoll: bool,
+    /// Waits pass their arguments through a registered region (Linux 6.13).
+    pub reg_wait: bool,
 }
 
+/// How long the SQPOLL thread polls without work before it sleeps (a submission then costs
+/// one wake-up system call).
+pub const SQPOLL_IDLE: Duration = Duration::from_millis(100);
+
+/// The kernel's cap on a ring's fixed file table (IORING_MAX_FIXED_FILES).
+pub const MAX_FIXED_FILES: usize = 1 << 20;
+
+/// Completion queue entries per submission queue entry: multishot requests (one receive per
+/// connection) post many completions per submission.
+const CQ_PER_SQ: u32 = 4;
+
+/// The techniques' defaults are provisional, from short runs on a busy machine (no difference
+/// detectable for fixed files; recv bundles looked costlier for 16 KiB echo and gain only when a
+/// receive spans several buffers; SQPOLL burns a core): `bench-scripts/uring-*-ab.py` settles
+/// them on quiet CPUs.
 impl Default for UringConfig {
     fn default() -> Self {
-        Self { sq_entries: 1024, buf_size: 16 * 1024, buf_count: 1024, zero_copy_relay: true, send_zc_min: 0 }
+        Self {
+            sq_entries: 1024,
+            buf_size: 16 * 1024,
+            buf_count: 1024,
+            zero_copy_relay: true,
+            send_zc_min: 0,
+            fixed_files: true,
+            bundle: false,
+            echo_zero_copy: true,
+            buf_inc: false,
+            sqpoll: false,
+            reg_wait: false,
+        }
+    }
+}
+
+impl UringConfig {
+    /// Completion queue entries of a worker's ring.
+    #[must_use]
+    pub fn cq_entries(&self) -> u32 {
+        self.sq_entries.clamp(1, 32768).next_power_of_two().saturating_mul(CQ_PER_SQ).min(65536)
+    }
+
+    /// Slots of the fixed file table a worker asks for with `max_conns` connections (0 when
+    /// fixed files are off): one per connection, plus one per completion queue entry. A
+    /// multishot accept that finds the table full has already taken the connection off the
+    /// accept queue and can only drop it, so the worker stops accepting while fewer slots
+    /// than that are free; the accepts of one wake-up cannot post more completions than the
+    /// queue holds.
+    #[must_use]
+    pub fn fixed_slots(&self, max_conns: usize) -> usize {
+        if self.fixed_files {
+            max_conns.saturating_add(self.cq_entries() as usize)
+        } else {
+            0
+        }
     }
 }
 
@@ -287,6 +359,15 @@ impl Config {
         }
         if !(8..=32768).contains(&u.sq_entries) {
             return Err(format!("uring-sq-entries must be between 8 and 32768 (got {})", u.sq_entries));
+        }
+        if self.backend == Backend::Uring && u.fixed_slots(self.max_conns) > MAX_FIXED_FILES {
+            return Err(format!(
+                "uring-fixed-files: a ring's fixed file table holds at most {MAX_FIXED_FILES} slots, fewer than \
+                 --max-conns {} per worker plus {} for the completion queue (lower --max-conns, or \
+                 --uring-fixed-files off)",
+                self.max_conns,
+                u.cq_entries()
+            ));
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
 use tracing::{debug, warn};
 
-use super::{token, Core, Handler, Kind};
+use super::core::{split, token, Core, Handler, Kind};
 use crate::accesslog::{AccessLog, Record};
 use crate::ctx::WorkerCtx;
 use crate::stats::SharedUpstreams;
@@ -79,6 +79,8 @@ pub(crate) struct Proxies {
     upstreams: Arc<SharedUpstreams>,
     access_log: Option<AccessLog>,
     log_limit: RateLimit,
+    /// For the "no usable upstream" warning.
+    none_limit: RateLimit,
 }
 
 /// The pair lifecycle's configuration for `listener`.
@@ -103,6 +105,7 @@ impl Proxies {
             upstreams: ctx.upstreams.clone(),
             access_log: ctx.access_log.clone(),
             log_limit: RateLimit::new(std::time::Duration::from_secs(1)),
+            none_limit: RateLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -232,6 +235,11 @@ impl Proxies {
         let Some(pair) = self.pairs.remove(key) else { return };
         core.stats.open_pairs -= 1;
         let listener = pair.listener;
+        if reason == CloseReason::Upstream {
+            let group = core.cfg.groups.get(Self::group(core, listener)).map_or("?", |g| g.name.as_str());
+            let closed = core.stats.conn.closed_by(CloseReason::Upstream);
+            crate::no_usable_upstream(&mut self.none_limit, core.clock.now(), group, closed);
+        }
         let upstream = pair.life.upstream();
         let (up, down) = (pair.life.bytes_from(Side::Client), pair.life.bytes_from(Side::Upstream));
         if let (Some(i), Some(bal)) = (upstream, self.balancers.get_mut(Self::group(core, listener))) {
@@ -241,7 +249,7 @@ impl Proxies {
             log.log(Record {
                 end: SystemTime::now(),
                 client: pair.life.client(),
-                listener: pair.life.local(),
+                listener: pair.life.listener(),
                 upstream: upstream.and_then(|i| Self::upstream_addr(core, listener, i)),
                 bytes_up: up,
                 bytes_down: down,
@@ -475,7 +483,7 @@ impl<P: Poller> Handler<P> for Proxies {
     }
 
     fn event(&mut self, core: &mut Core<P>, ev: Event) {
-        let (_, key, upstream_side) = super::split(ev.token);
+        let (_, key, upstream_side) = split(ev.token);
         let side = if upstream_side { Side::Upstream } else { Side::Client };
         let Some(pair) = self.pairs.get_mut(key) else { return };
         pair.armed[idx(side)] = None;
@@ -565,13 +573,12 @@ impl<P: Poller> Handler<P> for Proxies {
     }
 
     fn publish(&mut self, core: &mut Core<P>) {
-        let now = core.clock.now();
         let mut failures = 0;
         for (g, bal) in self.balancers.iter().enumerate() {
             for i in 0..bal.len() {
                 let s = bal.stats(i);
                 failures += s.failures;
-                self.upstreams.publish(g, i, &s, bal.is_usable(i, now));
+                self.upstreams.publish_stats(g, i, &s);
             }
         }
         core.stats.upstream_failures = failures;

@@ -13,7 +13,7 @@ use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
 use tracing::{debug, warn};
 
-use super::{token, Core, Handler, Kind};
+use super::core::{split, token, Core, Handler, Kind};
 
 struct Conn<Pr> {
     stream: TcpStream,
@@ -206,7 +206,7 @@ impl<P: Poller, Pr: Protocol> Handler<P> for Streams<Pr> {
     }
 
     fn event(&mut self, core: &mut Core<P>, ev: Event) {
-        let key = super::split(ev.token).1;
+        let key = split(ev.token).1;
         let Some(c) = self.conns.get_mut(key) else {
             return; // stale: the slot was closed or reused since the event was queued
         };

@@ -16,37 +16,44 @@
 //! next deadline, handle the completions as a batch and queue the sends they produced.
 //! Requests and their buffers live in the ring's op table (`ringpoll_sys::uring`), keyed by
 //! user_data; all `unsafe` is there.
+//!
+//! The optional techniques (`--uring-*`, probed at start, see [`techniques`]) change only how
+//! the same answers are carried out: connections in the fixed file table ([`fd::Fd`]), one
+//! receive completion for several buffers (read with `Ring::chunks`), incremental buffers,
+//! echo and relay straight out of the receive buffer, a polling thread for submissions, and
+//! registered wait arguments.
 
+mod accept;
+mod fd;
 mod proxy;
+mod sock;
 mod stream;
 
-use std::collections::VecDeque;
 use std::io;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringpoll_proto::relay::Side;
 use ringpoll_proto::{echo::Echo, http::Http1, OutBuf};
 use ringpoll_sys::slab::Key;
-use ringpoll_sys::uring::{
-    is_canceled, set_nodelay_inherited, Completion, OpId, Ring, RingConfig, SendBuf, SetupError,
-};
+use ringpoll_sys::uring::{set_nodelay_inherited, Completion, RingConfig, SendBuf, SetupError, Techniques};
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
-use crate::config::{Config, Mode};
-use crate::ctx::{BackendError, ListenSocket, WorkerCtx};
+use crate::config::{Config, Mode, SQPOLL_IDLE};
+use crate::ctx::{BackendError, WorkerCtx};
 use crate::stats::Counters;
-use crate::{CloseReason, RateLimit, ServeError};
+use crate::ServeError;
+use accept::Acceptor;
+use fd::Fd;
+
+/// The worker's ring, its requests tagged with [`Op`].
+pub(crate) type Ring = ringpoll_sys::uring::Ring<Op>;
 
 /// After the shutdown deadline closed everything, how long cancelled requests may take.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound of the completions an enter waits to gather.
 const MAX_BATCH: u32 = 32;
-/// Completion queue entries per submission queue entry: multishot requests (one receive per
-/// connection) post many completions per submission.
-const CQ_PER_SQ: u32 = 4;
 /// Longest sleep with nothing scheduled (the waker ends it at once on shutdown).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
@@ -68,28 +75,37 @@ pub(crate) enum Op {
     Recv(Kind, Key),
     /// A connection's send (the request owns the buffer).
     Send(Kind, Key),
+    /// A shutdown of a connection in the fixed file table (done through the ring).
+    Ctl(Kind, Key),
     /// A proxy pair's connect to its upstream.
     Connect(Key),
     /// The multishot receive on one side of a proxy pair.
     RelayRecv(Key, Side),
     /// A send to one side of a proxy pair.
     RelaySend(Key, Side),
+    /// A shutdown or SO_LINGER on one side of a proxy pair in the fixed file table.
+    RelayCtl(Key, Side),
 }
 
 /// What the loop lends to a handler on every call.
 pub(crate) struct Core {
-    pub ring: Ring<Op>,
+    pub ring: Ring,
     pub cfg: Arc<Config>,
     pub stats: Counters,
     pub clock: Clock,
     /// Shutdown has started.
     pub draining: bool,
+    /// Receive buffers held out of the ring to be sent as they are (echo, relay)...
+    pub held: usize,
+    /// ...at most this many (half the ring), so that buffers held for slow peers can never
+    /// starve every receive.
+    pub held_max: usize,
 }
 
 /// Per-connection logic plugged into the completion loop.
 pub(crate) trait Handler {
     /// A new connection accepted on listener `listener` of the configuration.
-    fn accept(&mut self, core: &mut Core, stream: TcpStream, listener: usize);
+    fn accept(&mut self, core: &mut Core, fd: Fd, listener: usize);
     /// A completion for one of the handler's requests.
     fn complete(&mut self, core: &mut Core, c: Completion<Op>);
     /// Every completion of this iteration was handled: queue the sends they produced.
@@ -130,7 +146,7 @@ impl Mux {
         [self.echo.next_deadline(), self.http.next_deadline(), self.proxy.next_deadline()].into_iter().flatten().min()
     }
 
-    fn accept(&mut self, core: &mut Core, s: TcpStream, listener: usize) {
+    fn accept(&mut self, core: &mut Core, s: Fd, listener: usize) {
         match core.cfg.listeners[listener].mode {
             Mode::Echo => self.echo.accept(core, s, listener),
             Mode::Http => self.http.accept(core, s, listener),
@@ -140,9 +156,9 @@ impl Mux {
 
     fn complete(&mut self, core: &mut Core, c: Completion<Op>) {
         match c.op {
-            Op::Recv(Kind::Echo, _) | Op::Send(Kind::Echo, _) => self.echo.complete(core, c),
-            Op::Recv(Kind::Http, _) | Op::Send(Kind::Http, _) => self.http.complete(core, c),
-            Op::Connect(_) | Op::RelayRecv(..) | Op::RelaySend(..) => self.proxy.complete(core, c),
+            Op::Recv(Kind::Echo, _) | Op::Send(Kind::Echo, _) | Op::Ctl(Kind::Echo, _) => self.echo.complete(core, c),
+            Op::Recv(Kind::Http, _) | Op::Send(Kind::Http, _) | Op::Ctl(Kind::Http, _) => self.http.complete(core, c),
+            Op::Connect(_) | Op::RelayRecv(..) | Op::RelaySend(..) | Op::RelayCtl(..) => self.proxy.complete(core, c),
             Op::Accept(_) | Op::Waker => {}
         }
     }
@@ -152,19 +168,50 @@ fn ring_config(cfg: &Config) -> RingConfig {
     let sq = cfg.uring.sq_entries.clamp(1, 32768);
     RingConfig {
         sq_entries: sq,
-        cq_entries: sq.next_power_of_two().saturating_mul(CQ_PER_SQ).min(65536),
+        cq_entries: cfg.uring.cq_entries(),
         buf_count: cfg.uring.buf_count,
         buf_size: cfg.uring.buf_size,
         send_zc_min: cfg.uring.send_zc_min,
     }
 }
 
-/// Close a socket no request uses through the counted layer (dropping it would close it
-/// uncounted).
-fn close(stream: TcpStream) {
-    if let Err(e) = ringpoll_sys::socket::close(stream) {
-        debug!("close: {e}");
+/// The techniques the configuration asks for (the ring grants what the kernel has). The
+/// fixed file table is registered only if a listener will use it.
+fn techniques(cfg: &Config) -> Techniques {
+    let u = &cfg.uring;
+    let fixed = cfg.listeners.iter().any(|l| accept::wants_fixed(cfg, l));
+    Techniques {
+        fixed_files: if fixed { u32::try_from(u.fixed_slots(cfg.max_conns)).unwrap_or(u32::MAX) } else { 0 },
+        bundle: u.bundle,
+        buf_inc: u.buf_inc,
+        sqpoll_idle: u.sqpoll.then_some(SQPOLL_IDLE),
+        reg_wait: u.reg_wait,
     }
+}
+
+/// How many connections the worker may hold with direct accepts (`None`: no direct accepts):
+/// one completion queue's worth of the fixed file table must stay free, since a multishot
+/// accept that finds the table full drops the connection it has taken off the accept queue.
+fn fixed_cap(ring: &Ring, cfg: &Config) -> Option<usize> {
+    let slots = ring.techniques().fixed_files as usize;
+    if slots == 0 {
+        return None;
+    }
+    let cq = ring.cq_entries() as usize;
+    let cap = slots.checked_sub(cq).filter(|&c| c > 0);
+    match cap {
+        None => tracing::info!(
+            "io_uring: fixed files off: the table got {slots} slots (RLIMIT_NOFILE), not more than the {cq} that must \
+             stay free for the accepts of one wake-up"
+        ),
+        Some(c) if c < cfg.max_conns => tracing::info!(
+            "io_uring: fixed file table of {slots} slots (RLIMIT_NOFILE): at most {c} connections on this worker \
+             (--max-conns {}), {cq} slots kept free for the accepts of one wake-up",
+            cfg.max_conns
+        ),
+        Some(_) => {}
+    }
+    cap
 }
 
 /// An output buffer as the owned bytes of a ring send.
@@ -190,7 +237,7 @@ fn setup_error(e: SetupError) -> BackendError {
 /// Run one io_uring worker until shutdown completes.
 pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
     let cfg = ctx.cfg.clone();
-    let ring = Ring::new(ring_config(&cfg)).map_err(setup_error)?;
+    let ring = Ring::with_techniques(ring_config(&cfg), techniques(&cfg)).map_err(setup_error)?;
     debug!("worker {}: {}", ctx.index, ring.describe());
     for s in &ctx.sockets {
         if let Err(e) = set_nodelay_inherited(&s.socket) {
@@ -199,7 +246,17 @@ pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
     }
     let syscalls_before = ringpoll_sys::syscalls();
     let now = Instant::now();
-    let mut core = Core { ring, cfg: cfg.clone(), stats: Counters::default(), clock: Clock::new(), draining: false };
+    let fixed_cap = fixed_cap(&ring, &cfg);
+    let held_max = usize::from(cfg.uring.buf_count) / 2;
+    let mut core = Core {
+        ring,
+        cfg: cfg.clone(),
+        stats: Counters::default(),
+        clock: Clock::new(),
+        draining: false,
+        held: 0,
+        held_max,
+    };
     let mut mux = Mux {
         echo: stream::Streams::new(Kind::Echo, now),
         http: stream::Streams::new(Kind::Http, now),
@@ -207,23 +264,12 @@ pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
     };
     let waker = ctx.waker.clone();
     let shutdown = ctx.shutdown.clone();
-    let mut acceptor = Acceptor {
-        sockets: Vec::new(),
-        resume_at: None,
-        log_limit: RateLimit::new(Duration::from_secs(1)),
-        parked: VecDeque::new(),
-    };
-    for (n, s) in ctx.sockets.iter().enumerate() {
-        let op = core.ring.accept_multi(&s.socket, Op::Accept(n));
-        acceptor.sockets.push(Accepting { socket: None, listener: s.listener, op: Some(op), cancelling: false });
-    }
+    let mut acceptor = Acceptor::start(&mut core, &ctx.sockets, fixed_cap);
     let mut waker_op = Some(core.ring.poll_readable(&*waker, Op::Waker));
     // Submit now so that the accepts are in the kernel before `listening on` is printed.
     core.ring.enter(Duration::ZERO, 1).map_err(|e| io::Error::new(e.kind(), format!("io_uring first submit: {e}")))?;
     ctx.ready();
-    for (a, ListenSocket { socket, .. }) in acceptor.sockets.iter_mut().zip(std::mem::take(&mut ctx.sockets)) {
-        a.socket = Some(socket);
-    }
+    acceptor.own(std::mem::take(&mut ctx.sockets));
 
     let mut deadline: Option<Instant> = None;
     let mut reap_until: Option<Instant> = None;
@@ -255,7 +301,7 @@ pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
                         if !core.draining {
                             core.draining = true;
                             deadline = Some(core.clock.now() + cfg.shutdown_timeout);
-                            acceptor.stop(&mut core, &mut mux);
+                            acceptor.stop(&mut core);
                             mux.each(|h| h.drain(&mut core));
                         }
                     } else {
@@ -304,160 +350,4 @@ pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
     core.stats.uring_zc_sends = core.ring.zero_copy_sends();
     ctx.counters.publish(&core.stats);
     Ok(core.stats)
-}
-
-/// One listening socket and its multishot accept.
-struct Accepting {
-    socket: Option<std::net::TcpListener>,
-    listener: usize,
-    op: Option<OpId>,
-    /// A cancel was queued for `op` (max_conns or shutdown).
-    cancelling: bool,
-}
-
-/// The multishot accepts of the worker's listening sockets.
-struct Acceptor {
-    sockets: Vec<Accepting>,
-    /// Paused after EMFILE/ENFILE until this instant.
-    resume_at: Option<Instant>,
-    log_limit: RateLimit,
-    /// Connections the multishot accepts completed after the worker reached `max_conns` (one
-    /// wake-up can accept a whole backlog before the cancel takes effect). They wait here, as
-    /// they would have in the backlog, and are admitted in order as slots free up; the kernel
-    /// backlog bounds how many there can be.
-    parked: VecDeque<(TcpStream, usize)>,
-}
-
-impl Acceptor {
-    /// Admit parked connections while there is room, then arm the accepts that are not armed,
-    /// unless backing off, shut down or full.
-    fn arm(&mut self, core: &mut Core, mux: &mut Mux) {
-        while !core.draining && mux.live() < core.cfg.max_conns {
-            let Some((stream, listener)) = self.parked.pop_front() else { break };
-            core.stats.accepted += 1;
-            mux.accept(core, stream, listener);
-        }
-        let live = mux.live() + self.parked.len();
-        if core.draining {
-            return;
-        }
-        if let Some(t) = self.resume_at {
-            if core.clock.now() < t {
-                return;
-            }
-            self.resume_at = None;
-        }
-        if live >= core.cfg.max_conns {
-            return;
-        }
-        for (n, a) in self.sockets.iter_mut().enumerate() {
-            if a.op.is_none() {
-                if let Some(s) = &a.socket {
-                    a.op = Some(core.ring.accept_multi(s, Op::Accept(n)));
-                    a.cancelling = false;
-                }
-            }
-        }
-    }
-
-    fn cancel_all(&mut self, core: &mut Core) {
-        for a in &mut self.sockets {
-            if let (Some(id), false) = (a.op, a.cancelling) {
-                core.ring.cancel(id);
-                a.cancelling = true;
-            }
-        }
-    }
-
-    /// Shutdown: stop accepting; each socket closes once its accept has ended.
-    fn stop(&mut self, core: &mut Core, mux: &mut Mux) {
-        self.resume_at = None;
-        for (stream, _) in self.parked.drain(..) {
-            core.stats.accepted += 1;
-            core.stats.conn.count_close(CloseReason::Shutdown);
-            close(stream);
-        }
-        self.cancel_all(core);
-        for a in &mut self.sockets {
-            if a.op.is_none() {
-                if let Some(s) = a.socket.take() {
-                    close_draining(core, mux, s, a.listener);
-                }
-            }
-        }
-    }
-
-    fn complete(&mut self, core: &mut Core, mux: &mut Mux, n: usize, c: Completion<Op>) {
-        let Some(a) = self.sockets.get_mut(n) else { return };
-        let listener = a.listener;
-        if !c.more {
-            a.op = None;
-            if core.draining {
-                if let Some(s) = a.socket.take() {
-                    close_draining(core, mux, s, listener);
-                }
-            } else if !a.cancelling {
-                core.stats.uring_rearms += 1;
-            }
-        }
-        match c.result {
-            Ok(_) => {
-                if let Some(stream) = c.accepted {
-                    if core.draining {
-                        // Accepted just before the stop: serve it (its request may be on its way).
-                        core.stats.accepted += 1;
-                        mux.accept(core, stream, listener);
-                    } else if mux.live() >= core.cfg.max_conns || !self.parked.is_empty() {
-                        self.parked.push_back((stream, listener));
-                    } else {
-                        core.stats.accepted += 1;
-                        mux.accept(core, stream, listener);
-                    }
-                }
-            }
-            Err(e) if is_canceled(&e) => {}
-            Err(e) => {
-                if let Some(resume_at) =
-                    crate::accept_failed(&e, &mut core.stats, &mut self.log_limit, core.clock.now())
-                {
-                    self.resume_at = Some(resume_at);
-                    self.cancel_all(core);
-                }
-            }
-        }
-        if mux.live() >= core.cfg.max_conns && self.sockets.iter().any(|a| a.op.is_some() && !a.cancelling) {
-            if self.log_limit.allow(core.clock.now()) {
-                warn!("at --max-conns {} on this worker: not accepting until a connection closes", core.cfg.max_conns);
-            }
-            self.cancel_all(core);
-        }
-    }
-}
-
-/// Shutdown: take in what is already in the socket's accept queue (complete handshakes, maybe
-/// with a request on its way, which closing the socket would reset), then close it.
-fn close_draining(core: &mut Core, mux: &mut Mux, s: std::net::TcpListener, listener: usize) {
-    let mut log = RateLimit::new(Duration::from_secs(1));
-    while mux.live() < core.cfg.max_conns {
-        match ringpoll_sys::socket::accept(&s) {
-            Ok(Some(stream)) => {
-                core.stats.accepted += 1;
-                mux.accept(core, stream, listener);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                if crate::accept_failed(&e, &mut core.stats, &mut log, core.clock.now()).is_some() {
-                    break;
-                }
-            }
-        }
-    }
-    close_listener(s);
-}
-
-fn close_listener(s: std::net::TcpListener) {
-    // With --takeover the socket lives on in the new process: closing ours loses nothing.
-    if let Err(e) = ringpoll_sys::socket::close(s) {
-        debug!("closing a listener: {e}");
-    }
 }

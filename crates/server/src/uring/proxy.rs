@@ -17,10 +17,15 @@
 //!   goes out in one send.
 //!
 //! Closing cancels the pair's requests and closes the sockets once their completions are in.
+//!
+//! With `--uring-fixed-files` the client's socket is a direct descriptor unless the pair needs
+//! the client's address (see `accept::wants_fixed`); it is then shut down and set to reset
+//! through the ring. The upstream's socket is always a regular descriptor. With recv bundles a
+//! completion brings several buffers: relayed as one held piece, or copied buffer by buffer.
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -28,13 +33,15 @@ use ringpoll_proto::lifecycle::pair::{PairAction, PairConfig, ProxyPair};
 use ringpoll_proto::lifecycle::wheel::{Tick, Wheel};
 use ringpoll_proto::relay::Side;
 use ringpoll_proto::upstream::Balancer;
-use ringpoll_proto::{CloseReason, OutBuf};
+use ringpoll_proto::CloseReason;
 use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
 use ringpoll_sys::uring::{is_canceled, is_no_buffers, Completion, HeldBuf, OpId};
 use tracing::{debug, warn};
 
-use super::{out_buf, send_buf, Core, Handler, Op};
+use super::fd::{Done, Fd};
+use super::sock::Sock;
+use super::{Core, Handler, Op};
 use crate::accesslog::{AccessLog, Record};
 use crate::ctx::WorkerCtx;
 use crate::stats::SharedUpstreams;
@@ -43,60 +50,12 @@ use crate::RateLimit;
 /// Smallest byte limit of a receive arm (a tiny headroom would mean tiny receives).
 const MIN_RECV_LIMIT: usize = 4096;
 
+/// The addresses a pair is given when its client's socket cannot tell them (a direct
+/// descriptor): only listeners whose pairs never use them get such sockets.
+const UNKNOWN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
 const fn idx(side: Side) -> usize {
     side as usize
-}
-
-/// One socket of a pair and the requests on it.
-#[derive(Default)]
-struct Sock {
-    stream: Option<TcpStream>,
-    recv: Option<OpId>,
-    /// A cancel was queued for `recv` (backpressure, closing).
-    recv_cancelled: bool,
-    /// The kernel ended the multishot receive (ENOBUFS, byte limit): re-arming it counts.
-    recv_ended: bool,
-    /// The buffer ring ran dry for this socket: it waits in `Proxies::starved`.
-    starved: bool,
-    /// The send in flight to this socket, and the bytes it carries.
-    send: Option<OpId>,
-    sending: usize,
-    /// Zero-copy relay: a receive buffer to send next, as it is (before `out`).
-    held: Option<HeldBuf>,
-    /// Bytes for this socket not yet handed to the kernel.
-    out: OutBuf,
-    /// The drained buffer of the last send, swapped in when `out` goes to the kernel.
-    spare: OutBuf,
-}
-
-impl Sock {
-    fn has_output(&self) -> bool {
-        self.held.is_some() || !self.out.is_empty()
-    }
-
-    fn idle(&self) -> bool {
-        self.recv.is_none() && self.send.is_none()
-    }
-
-    /// Hand the next output to the kernel unless a send is already in flight.
-    fn start_send(&mut self, core: &mut Core, key: Key, side: Side) {
-        let Some(stream) = &self.stream else { return };
-        if self.send.is_some() {
-            return;
-        }
-        let op = Op::RelaySend(key, side);
-        if let Some(h) = self.held.take() {
-            self.sending = h.len();
-            match core.ring.send_held(stream, h, op) {
-                Ok(id) => self.send = Some(id),
-                Err(foreign) => warn!("a held buffer of another ring was refused: {foreign:?}"),
-            }
-        } else if !self.out.is_empty() {
-            let buf = std::mem::replace(&mut self.out, std::mem::take(&mut self.spare));
-            self.sending = buf.len();
-            self.send = Some(core.ring.send(stream, send_buf(buf), op));
-        }
-    }
 }
 
 struct Pair {
@@ -108,7 +67,7 @@ struct Pair {
     connect: Option<OpId>,
     /// Upstream sockets of abandoned connects (timed out, cancelled), closed once their
     /// connect's completion is in.
-    retired: Vec<(OpId, TcpStream)>,
+    retired: Vec<(OpId, Fd)>,
     /// Counted as closed; the sockets close once no request uses them any more.
     closed: bool,
     /// In `Proxies::to_send`.
@@ -133,10 +92,9 @@ pub(crate) struct Proxies {
     to_send: Vec<Key>,
     /// Sockets whose receive ended with ENOBUFS, re-armed in order (see `uring::stream`).
     starved: VecDeque<(Key, Side)>,
-    /// Receive buffers held by the zero-copy relay; at most half the ring, so that holding
-    /// buffers for slow peers can never starve every receive.
-    held: usize,
     log_limit: RateLimit,
+    /// For the "no usable upstream" warning.
+    none_limit: RateLimit,
 }
 
 fn pair_cfg(core: &Core, listener: usize) -> &PairConfig {
@@ -169,8 +127,8 @@ impl Proxies {
             access_log: ctx.access_log.clone(),
             to_send: Vec::new(),
             starved: VecDeque::new(),
-            held: 0,
             log_limit: RateLimit::new(std::time::Duration::from_secs(1)),
+            none_limit: RateLimit::new(std::time::Duration::from_secs(1)),
         }
     }
 
@@ -181,10 +139,10 @@ impl Proxies {
         }
     }
 
-    fn release_held(&mut self, core: &mut Core, h: HeldBuf) {
-        self.held -= 1;
+    fn release_held(core: &mut Core, h: HeldBuf) {
+        core.held -= 1;
         if let Err(foreign) = core.ring.release(h) {
-            warn!("a held buffer of another ring was refused: {foreign:?}");
+            warn!("{foreign}");
         }
     }
 
@@ -201,10 +159,16 @@ impl Proxies {
                 PairAction::Continue => break,
                 PairAction::Connect(i) => self.connect(core, key, i),
                 PairAction::ShutdownWrite(side) => {
-                    let r = pair.socks[idx(side)].stream.as_ref().map_or(Ok(()), socket::shutdown_write);
-                    match r {
-                        Ok(()) => pair.life.on_shut_down(side, core.clock.now()),
-                        Err(e) => {
+                    let sock = &mut pair.socks[idx(side)];
+                    let done = sock.fd.as_ref().map(|fd| fd.shutdown_write(&mut core.ring, Op::RelayCtl(key, side)));
+                    match done {
+                        None | Some(Done::Now(Ok(()))) => pair.life.on_shut_down(side, core.clock.now()),
+                        // On its way, after the sends before it; a failure shows in its completion.
+                        Some(Done::Queued(id)) => {
+                            sock.ctl = Some(id);
+                            pair.life.on_shut_down(side, core.clock.now());
+                        }
+                        Some(Done::Now(Err(e))) => {
                             debug!("proxy {side:?} shutdown: {e}");
                             pair.life.on_error();
                         }
@@ -222,14 +186,14 @@ impl Proxies {
             let pending = pair.life.relay().outgoing_len(side.other());
             let limit = (high + 1).saturating_sub(pending).max(MIN_RECV_LIMIT);
             let sock = &mut pair.socks[idx(side)];
-            let Some(stream) = &sock.stream else { continue };
+            let Some(fd) = &sock.fd else { continue };
             match sock.recv {
                 None if want && !sock.starved => {
                     if std::mem::take(&mut sock.recv_ended) {
                         core.stats.uring_rearms += 1;
                     }
                     let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-                    sock.recv = Some(core.ring.recv_multi(stream, Op::RelayRecv(key, side), limit));
+                    sock.recv = Some(core.ring.recv_multi(fd, Op::RelayRecv(key, side), limit));
                 }
                 Some(id) if !want && !sock.recv_cancelled => {
                     core.ring.cancel(id);
@@ -238,7 +202,7 @@ impl Proxies {
                 _ => {}
             }
         }
-        if !pair.queued && pair.socks.iter().any(|s| s.send.is_none() && s.has_output()) {
+        if !pair.queued && pair.socks.iter().any(Sock::wants_send) {
             pair.queued = true;
             self.to_send.push(key);
         }
@@ -254,13 +218,13 @@ impl Proxies {
     fn connect(&mut self, core: &mut Core, key: Key, i: usize) {
         let Some(pair) = self.pairs.get_mut(key) else { return };
         let listener = pair.listener;
-        if let Some(old) = pair.socks[idx(Side::Upstream)].stream.take() {
+        if let Some(old) = pair.socks[idx(Side::Upstream)].fd.take() {
             match pair.connect.take() {
                 Some(id) => {
                     core.ring.cancel(id);
                     pair.retired.push((id, old));
                 }
-                None => core.ring.close(old),
+                None => old.close(&mut core.ring),
             }
         }
         let addr = upstream_addr(core, listener, i);
@@ -268,7 +232,7 @@ impl Proxies {
             Some(Ok(s)) => {
                 let Some(a) = addr else { return };
                 pair.connect = Some(core.ring.connect(&s, a, Op::Connect(key)));
-                pair.socks[idx(Side::Upstream)].stream = Some(s);
+                pair.socks[idx(Side::Upstream)] = Sock::new(Fd::Plain(s));
             }
             other => {
                 let e = match other {
@@ -294,34 +258,34 @@ impl Proxies {
         pair.closed = true;
         core.stats.open_pairs -= 1;
         let listener = pair.listener;
+        if reason == CloseReason::Upstream {
+            let group = core.cfg.groups.get(group(core, listener)).map_or("?", |g| g.name.as_str());
+            let closed = core.stats.conn.closed_by(CloseReason::Upstream);
+            crate::no_usable_upstream(&mut self.none_limit, core.clock.now(), group, closed);
+        }
         let upstream = pair.life.upstream();
         let (up, down) = (pair.life.bytes_from(Side::Client), pair.life.bytes_from(Side::Upstream));
         let mut held = Vec::new();
-        for sock in &mut pair.socks {
-            if let Some(s) = &sock.stream {
-                if reason.is_abortive() {
-                    if let Err(e) = socket::set_linger_zero(s) {
-                        debug!("SO_LINGER on a proxy socket: {e}");
-                    }
+        for side in Side::BOTH {
+            let sock = &mut pair.socks[idx(side)];
+            if let (Some(fd), true) = (&sock.fd, reason.is_abortive()) {
+                match fd.set_linger_zero(&mut core.ring, Op::RelayCtl(key, side)) {
+                    Done::Now(Ok(())) => {}
+                    Done::Now(Err(e)) => debug!("SO_LINGER on a proxy socket: {e}"),
+                    Done::Queued(id) => sock.ctl = Some(id),
                 }
             }
-            if let (Some(id), false) = (sock.recv, sock.recv_cancelled) {
-                core.ring.cancel(id);
-                sock.recv_cancelled = true;
-            }
-            if let Some(id) = sock.send {
-                core.ring.cancel(id);
-            }
-            held.extend(sock.held.take());
+            sock.cancel(core);
+            held.extend(sock.take_held());
         }
         if let Some(id) = pair.connect {
             core.ring.cancel(id);
         }
         let client = pair.life.client();
-        let local = pair.life.local();
+        let local = pair.life.listener();
         let duration = core.clock.now().saturating_duration_since(pair.life.started());
         for h in held {
-            self.release_held(core, h);
+            Self::release_held(core, h);
         }
         if let (Some(i), Some(bal)) = (upstream, self.balancers.get_mut(group(core, listener))) {
             bal.account_bytes(i, up, down);
@@ -345,9 +309,12 @@ impl Proxies {
         if self.pairs.get(key).is_some_and(|p| p.closed && p.idle()) {
             if let Some(pair) = self.pairs.remove(key) {
                 for sock in pair.socks {
-                    if let Some(s) = sock.stream {
-                        core.ring.close(s);
+                    if let Some(fd) = sock.fd {
+                        fd.close(&mut core.ring);
                     }
+                }
+                for (_, fd) in pair.retired {
+                    fd.close(&mut core.ring);
                 }
             }
         }
@@ -357,8 +324,8 @@ impl Proxies {
         let Some(pair) = self.pairs.get_mut(key) else { return };
         if let Some(pos) = pair.retired.iter().position(|(id, _)| *id == c.id) {
             // An abandoned connect ended: its socket can go.
-            let (_, s) = pair.retired.swap_remove(pos);
-            core.ring.close(s);
+            let (_, fd) = pair.retired.swap_remove(pos);
+            fd.close(&mut core.ring);
             return self.release_if_done(core, key);
         }
         if pair.connect != Some(c.id) {
@@ -410,32 +377,32 @@ impl Proxies {
                 }
             }
             Ok(_) if pair.closed => {}
-            Ok(_) if !pair.life.is_relaying() => {
-                // A PROXY header being read: the lifecycle parses a copy.
-                pair.life.received(side, core.ring.data(c), now, &mut core.stats.conn);
-            }
             Ok(_) => {
-                let dst = &pair.socks[idx(side.other())];
+                core.stats.uring_bundles += u64::from(c.buffers > 1);
+                // Relay straight from the receive buffer when nothing is queued ahead.
                 let zero_copy = core.cfg.uring.zero_copy_relay
-                    && self.held < usize::from(core.cfg.uring.buf_count) / 2
-                    && !dst.has_output()
-                    && dst.send.is_none();
-                let held = if zero_copy { core.ring.hold(c) } else { None };
-                let dst = &mut pair.socks[idx(side.other())];
-                let n = match held {
+                    && core.held < core.held_max
+                    && pair.life.is_relaying()
+                    && pair.socks[idx(side.other())].is_clear();
+                match zero_copy.then(|| core.ring.hold(c)).flatten() {
                     Some(h) => {
-                        self.held += 1;
+                        core.held += 1;
                         let n = h.len();
-                        dst.held = Some(h);
-                        n
+                        pair.socks[idx(side.other())].hold(h);
+                        pair.life.received_counted(side, n, now, &mut core.stats.conn);
                     }
                     None => {
-                        let data = core.ring.data(c);
-                        dst.out.extend_from_slice(data);
-                        data.len()
+                        for chunk in core.ring.chunks(c) {
+                            if pair.life.is_relaying() {
+                                pair.socks[idx(side.other())].out.extend_from_slice(chunk);
+                                pair.life.received_counted(side, chunk.len(), now, &mut core.stats.conn);
+                            } else {
+                                // A PROXY header being read: the lifecycle parses a copy.
+                                pair.life.received(side, chunk, now, &mut core.stats.conn);
+                            }
+                        }
                     }
-                };
-                pair.life.received_counted(side, n, now, &mut core.stats.conn);
+                }
             }
             Err(e) if is_no_buffers(e) => {
                 core.stats.uring_enobufs += 1;
@@ -458,83 +425,57 @@ impl Proxies {
     }
 
     fn on_send(&mut self, core: &mut Core, key: Key, side: Side, c: Completion<Op>) {
-        let Completion { result, sent, held, .. } = c;
         let Some(pair) = self.pairs.get_mut(key) else {
             // Cannot happen (a pair lives until its requests end); still give the buffer back.
-            if let Some(h) = held {
-                self.release_held(core, h);
+            if let Some(h) = c.held {
+                Self::release_held(core, h);
             }
             return;
         };
         let now = core.clock.now();
-        let sock = &mut pair.socks[idx(side)];
-        sock.send = None;
-        let carried = std::mem::take(&mut sock.sending);
-        let (n, failed) = match &result {
-            // A stream socket never accepts nothing from a non-empty send; do not spin.
-            Ok(n) => ((*n as usize).min(carried), *n == 0 && carried > 0),
-            Err(e) if is_canceled(e) => (0, false),
-            Err(e) => {
-                debug!("proxy {side:?} send: {e}");
-                (0, true)
-            }
-        };
-        let resend = !pair.closed && !failed;
-        // The rest of a short send goes first, before anything collected since.
-        if let Some(buf) = sent {
-            let mut buf = out_buf(buf);
-            buf.advance(n);
-            if buf.is_empty() {
-                sock.spare = buf;
-            } else if resend {
-                if let Some(stream) = &sock.stream {
-                    sock.sending = buf.len();
-                    sock.send = Some(core.ring.send(stream, send_buf(buf), Op::RelaySend(key, side)));
-                }
-            }
-        }
-        let mut done_with = None;
-        if let Some(mut h) = held {
-            h.advance(n);
-            match (&sock.stream, resend && !h.is_empty()) {
-                (Some(stream), true) => {
-                    sock.sending = h.len();
-                    match core.ring.send_held(stream, h, Op::RelaySend(key, side)) {
-                        Ok(id) => sock.send = Some(id),
-                        Err(foreign) => warn!("a held buffer of another ring was refused: {foreign:?}"),
-                    }
-                }
-                _ => done_with = Some(h),
-            }
-        }
-        let closed = pair.closed;
-        if !closed {
-            pair.life.sent_counted(side, n, now, &mut core.stats.conn);
-            if failed {
+        let resend = !pair.closed;
+        let (sent, done_with) = pair.socks[idx(side)].on_send(core, key, side, c, resend);
+        if !pair.closed {
+            pair.life.sent_counted(side, sent.n, now, &mut core.stats.conn);
+            if sent.failed {
                 pair.life.on_error();
             }
         }
         if let Some(h) = done_with {
-            self.release_held(core, h);
+            Self::release_held(core, h);
+        }
+        self.settle(core, key);
+    }
+
+    fn on_ctl(&mut self, core: &mut Core, key: Key, side: Side, c: &Completion<Op>) {
+        let Some(pair) = self.pairs.get_mut(key) else { return };
+        pair.socks[idx(side)].ctl = None;
+        if let Err(e) = &c.result {
+            debug!("proxy {side:?} shutdown or SO_LINGER: {e}");
+            if !pair.closed {
+                pair.life.on_error();
+            }
         }
         self.settle(core, key);
     }
 }
 
 impl Handler for Proxies {
-    fn accept(&mut self, core: &mut Core, client: TcpStream, listener: usize) {
+    fn accept(&mut self, core: &mut Core, client: Fd, listener: usize) {
         // TCP_NODELAY is inherited from the listener.
-        let (peer, local) = match socket::addresses(&client) {
-            Ok(a) => a,
-            Err(e) => {
+        let (peer, local) = match client.addresses() {
+            Some(Ok(a)) => a,
+            // A direct descriptor: this listener's pairs do not use the addresses.
+            None => (UNKNOWN, UNKNOWN),
+            Some(Err(e)) => {
                 debug!("addresses of an accepted socket: {e}");
                 core.stats.conn.count_close(CloseReason::Error);
-                return core.ring.close(client);
+                return client.close(&mut core.ring);
             }
         };
         let life = ProxyPair::new(core.clock.now(), pair_cfg(core, listener), peer, local);
         let key = self.pairs.insert(Pair {
-            socks: [Sock { stream: Some(client), ..Sock::default() }, Sock::default()],
+            socks: [Sock::new(client), Sock::default()],
             life,
             listener,
             connect: None,
@@ -552,6 +493,7 @@ impl Handler for Proxies {
             Op::Connect(key) => self.on_connect(core, key, &c),
             Op::RelayRecv(key, side) => self.on_recv(core, key, side, &c),
             Op::RelaySend(key, side) => self.on_send(core, key, side, c),
+            Op::RelayCtl(key, side) => self.on_ctl(core, key, side, &c),
             _ => {}
         }
     }
@@ -621,13 +563,12 @@ impl Handler for Proxies {
     }
 
     fn publish(&mut self, core: &mut Core) {
-        let now = core.clock.now();
         let mut failures = 0;
         for (g, bal) in self.balancers.iter().enumerate() {
             for i in 0..bal.len() {
                 let s = bal.stats(i);
                 failures += s.failures;
-                self.upstreams.publish(g, i, &s, bal.is_usable(i, now));
+                self.upstreams.publish_stats(g, i, &s);
             }
         }
         core.stats.upstream_failures = failures;

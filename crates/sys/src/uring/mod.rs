@@ -175,6 +175,12 @@ impl<T: Copy> Ring<T> {
         &self.fallbacks
     }
 
+    /// Entries of the completion queue.
+    #[must_use]
+    pub fn cq_entries(&self) -> u32 {
+        self.uring.ring().params().cq_entries()
+    }
+
     /// Size of each provided receive buffer.
     #[must_use]
     pub fn buffer_size(&self) -> u32 {
@@ -439,7 +445,8 @@ impl<T: Copy> Ring<T> {
     }
 
     /// Submit everything queued and wait up to `max_wait` for completions (not at all when
-    /// zero, or when queued work or unread completions remain). One `io_uring_enter`.
+    /// zero, when queued work remains, or when completions are [`Ring::ready`]). One
+    /// `io_uring_enter`.
     ///
     /// With `batch` > 1 (and IORING_FEAT_MIN_TIMEOUT, Linux 6.12) the wait is for `batch`
     /// completions beyond those of the sends just submitted (sends that fit in the socket
@@ -449,8 +456,9 @@ impl<T: Copy> Ring<T> {
     pub fn enter(&mut self, max_wait: Duration, batch: u32) -> io::Result<()> {
         self.done.give_back(&mut self.bufs);
         self.uring.flush_backlog();
-        // Never wait while completions are already there to be handled.
-        let busy = self.done.pending() || self.uring.backlogged() || self.uring.cq_ready();
+        // Never wait while completions are already there to be handled, posted or in task
+        // work: the enter then only submits and runs the task work.
+        let busy = self.uring.backlogged() || self.ready();
         let sends = std::mem::take(&mut self.sends_queued);
         let wait = (!busy && !max_wait.is_zero()).then(|| {
             if self.min_timeout && batch > 1 {
@@ -468,6 +476,12 @@ impl<T: Copy> Ring<T> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Completions are there to be handled: reaped and not handed out yet, in the CQ, or
+    /// pending in task work that the next enter runs (seen with IORING_SETUP_TASKRUN_FLAG).
+    pub fn ready(&mut self) -> bool {
+        self.done.pending() || self.uring.cq_ready() || self.uring.taskrun_pending()
     }
 
     /// Submit what is still queued (closes, cancels), then cancel everything in flight and

@@ -39,10 +39,12 @@ const REQUIRED: [(u8, &str); 7] = [
 
 /// Setup flags tried in order; the next set is tried when the kernel answers EINVAL. SQPOLL
 /// (asked for) comes first; it excludes DEFER_TASKRUN.
+/// TASKRUN_FLAG makes pending task work (completions the kernel will post at the next enter)
+/// visible in the submission queue's flags, so that a waiting enter can skip its batch wait.
 const ATTEMPTS: [(&str, Flags); 4] = [
     ("SQPOLL|SINGLE_ISSUER", Flags::SqPoll),
-    ("SINGLE_ISSUER|DEFER_TASKRUN", Flags::DeferTaskrun),
-    ("COOP_TASKRUN", Flags::CoopTaskrun),
+    ("SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG", Flags::DeferTaskrun),
+    ("COOP_TASKRUN|TASKRUN_FLAG", Flags::CoopTaskrun),
     ("no setup flags", Flags::None),
 ];
 
@@ -87,10 +89,10 @@ pub(super) fn build(
                 b.setup_submit_all().setup_single_issuer().setup_sqpoll(idle_ms);
             }
             Flags::DeferTaskrun => {
-                b.setup_submit_all().setup_single_issuer().setup_defer_taskrun();
+                b.setup_submit_all().setup_single_issuer().setup_defer_taskrun().setup_taskrun_flag();
             }
             Flags::CoopTaskrun => {
-                b.setup_submit_all().setup_coop_taskrun();
+                b.setup_submit_all().setup_coop_taskrun().setup_taskrun_flag();
             }
             Flags::None => {}
         }

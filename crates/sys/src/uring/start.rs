@@ -6,7 +6,7 @@
 use std::io;
 
 use io_uring::opcode;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::bufring::{BufRing, BGID};
 use super::features::{pretend_missing, self_test, SelfTest, Techniques};
@@ -141,7 +141,9 @@ pub(super) fn start(cfg: &RingConfig, asked: Techniques) -> Result<Parts, SetupE
             Ok((n, note)) => {
                 granted.fixed_files = n;
                 if let Some(note) = note {
-                    warn!("io_uring: {note}");
+                    // The caller sees the size granted (`Techniques::fixed_files`) and says
+                    // what it means for its connections.
+                    tracing::debug!("io_uring: {note}");
                 }
             }
             Err(e) => refuse(

@@ -79,6 +79,12 @@ impl Uring {
         self.with_cq(|cq| !CompletionQueue::is_empty(cq))
     }
 
+    /// Task work is pending (IORING_SQ_TASKRUN, with IORING_SETUP_TASKRUN_FLAG): completions
+    /// the kernel posts as soon as the ring is entered.
+    pub fn taskrun_pending(&mut self) -> bool {
+        self.with_sq(|sq| sq.taskrun())
+    }
+
     /// IORING_ENTER_SQ_WAKEUP if the SQPOLL thread sleeps and entries are queued for it.
     fn wakeup(&mut self) -> u32 {
         if !self.sqpoll {

@@ -138,3 +138,23 @@ fn the_description_names_what_was_granted() {
         assert!(d.contains("fixed files 4 slots"), "{d}");
     }
 }
+
+#[test]
+fn completions_waiting_in_task_work_are_seen_without_entering_and_end_the_wait() {
+    let Some(mut ring) = ring() else { return };
+    let (rx, mut tx) = pair();
+    ring.recv_multi(&rx, 1, 0);
+    ring.enter(Duration::ZERO, 1).unwrap();
+    assert!(!ring.ready(), "nothing received yet");
+    tx.write_all(b"x").unwrap();
+    // With DEFER_TASKRUN the receive's completion waits in task work until the next enter;
+    // TASKRUN_FLAG shows it without entering, so that the enter does not wait for a batch.
+    let end = Instant::now() + Duration::from_secs(20);
+    while !ring.ready() {
+        assert!(Instant::now() < end, "the ring never saw the pending completion ({})", ring.describe());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ring.enter(Duration::from_secs(20), 32).unwrap();
+    let c = ring.next_completion().expect("the enter ran the task work and posted the completion");
+    assert_eq!(ring.data(&c), b"x");
+}
