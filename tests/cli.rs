@@ -28,7 +28,9 @@ fn a_port_another_process_holds_is_refused(backend: &str) {
         let a = addr.to_string();
         for mode in ["echo", "http"] {
             let what = format!("{backend}/{mode}, port held by {holder}");
-            let (code, stdout, err) = serve(&["--listen", &a, "--mode", mode, "--backend", backend, "--no-pin"]);
+            let mut args = vec!["--listen", a.as_str(), "--mode", mode, "--no-pin"];
+            args.extend(backend_args(backend, mode));
+            let (code, stdout, err) = serve(&args);
             assert_eq!(code, Some(1), "{what}: {stdout}{err}");
             assert!(stdout.is_empty(), "{what}: printed {stdout:?}");
             assert_eq!(err.trim().lines().count(), 1, "{what}: one line: {err}");
