@@ -22,6 +22,7 @@ mod readiness;
 pub mod serve;
 pub mod stats;
 pub mod takeover;
+mod upstreams;
 mod uring;
 mod worker;
 
@@ -90,16 +91,6 @@ pub fn accept_failed(e: &std::io::Error, stats: &mut Counters, log: &mut RateLim
         }
     }
     Some(now + ACCEPT_BACKOFF)
-}
-
-/// A client was closed because no upstream of its group was usable (all down, or the connect
-/// and its retry failed): warn, at most once per period of `log`, with the count so far.
-pub fn no_usable_upstream(log: &mut RateLimit, now: Instant, group: &str, closed_so_far: u64) {
-    if log.allow(now) {
-        tracing::warn!(
-            "upstream group {group}: no usable upstream, closing the client ({closed_so_far} closed so far for want of one)"
-        );
-    }
 }
 
 /// Allows one log line per period (for errors that can repeat thousands of times a second).

@@ -19,6 +19,8 @@
 //! byte by byte costs a bounded number of parses.
 
 mod body;
+#[cfg(test)]
+mod limit_tests;
 mod limits;
 mod parse;
 mod response;

@@ -14,6 +14,8 @@
 
 pub mod pair;
 #[cfg(test)]
+mod pair_tests;
+#[cfg(test)]
 mod pass_tests;
 pub mod stream;
 #[cfg(test)]

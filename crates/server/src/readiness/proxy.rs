@@ -5,16 +5,14 @@
 //! (copied through the relay's buffers, or spliced through a pipe per direction) and translates.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use ringpoll_proto::buf::Watermarks;
 use ringpoll_proto::lifecycle::pair::{PairAction, PairConfig, ProxyPair};
 use ringpoll_proto::lifecycle::wheel::{Tick, Wheel};
 use ringpoll_proto::relay::Side;
-use ringpoll_proto::upstream::Balancer;
 use ringpoll_proto::CloseReason;
 use ringpoll_sys::pipe::Pipe;
 use ringpoll_sys::poller::{is_fd_out_of_range, Event, Interest, Poller};
@@ -23,10 +21,8 @@ use ringpoll_sys::socket;
 use tracing::{debug, warn};
 
 use super::core::{split, token, Core, Handler, Kind};
-use crate::accesslog::{AccessLog, Record};
 use crate::ctx::WorkerCtx;
-use crate::stats::SharedUpstreams;
-use crate::RateLimit;
+use crate::upstreams::{self, Upstreams};
 
 const fn idx(side: Side) -> usize {
     side as usize
@@ -74,13 +70,7 @@ pub(crate) struct Proxies {
     pairs: Slab<Pair>,
     wheel: Wheel<Key>,
     due: Vec<(Key, Tick)>,
-    /// One balancer per upstream group (this worker's view).
-    balancers: Vec<Balancer>,
-    upstreams: Arc<SharedUpstreams>,
-    access_log: Option<AccessLog>,
-    log_limit: RateLimit,
-    /// For the "no usable upstream" warning.
-    none_limit: RateLimit,
+    upstreams: Upstreams,
 }
 
 /// The pair lifecycle's configuration for `listener`.
@@ -90,53 +80,19 @@ fn pair_cfg<P>(core: &Core<P>, listener: usize) -> &PairConfig {
 
 impl Proxies {
     pub fn new(ctx: &WorkerCtx, now: Instant) -> Self {
-        let balancers = ctx
-            .cfg
-            .groups
-            .iter()
-            .zip(&ctx.boards)
-            .map(|(g, board)| Balancer::new(&g.upstreams, g.strategy, g.passive, board.clone()))
-            .collect();
-        Self {
-            pairs: Slab::new(),
-            wheel: Wheel::new(now),
-            due: Vec::new(),
-            balancers,
-            upstreams: ctx.upstreams.clone(),
-            access_log: ctx.access_log.clone(),
-            log_limit: RateLimit::new(std::time::Duration::from_secs(1)),
-            none_limit: RateLimit::new(std::time::Duration::from_secs(1)),
-        }
+        Self { pairs: Slab::new(), wheel: Wheel::new(now), due: Vec::new(), upstreams: Upstreams::new(ctx) }
     }
 
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
 
-    fn group<P>(core: &Core<P>, listener: usize) -> usize {
-        core.cfg.listeners[listener].group.unwrap_or(0)
-    }
-
-    fn upstream_addr<P>(core: &Core<P>, listener: usize, i: usize) -> Option<SocketAddr> {
-        core.cfg.groups.get(Self::group(core, listener))?.upstreams.get(i).map(|u| u.addr)
-    }
-
-    /// Log a failed connect (at most once per second; they are counted by the balancer).
-    fn upstream_failed<P>(&mut self, core: &Core<P>, addr: Option<SocketAddr>, e: &io::Error) {
-        if self.log_limit.allow(core.clock.now()) {
-            let a = addr.map_or_else(|| "?".into(), |a| a.to_string());
-            warn!("upstream {a}: {e} ({} upstream failures so far)", core.stats.upstream_failures + 1);
-        }
-    }
-
     /// Carry out the pair's actions, then re-arm its sockets and its timer.
     fn settle<P: Poller>(&mut self, core: &mut Core<P>, key: Key) {
         loop {
             let Some(pair) = self.pairs.get_mut(key) else { return };
-            let listener = pair.listener;
-            let g = Self::group(core, listener);
             let now = core.clock.now();
-            let Some(bal) = self.balancers.get_mut(g) else { return };
+            let Some(bal) = self.upstreams.balancer(&core.cfg, pair.listener) else { return };
             match pair.life.next_action(now, bal, &mut core.stats.conn) {
                 PairAction::Continue => break,
                 PairAction::Connect(i) => self.connect(core, key, i),
@@ -191,7 +147,7 @@ impl Proxies {
             pair.armed[idx(Side::Upstream)] = None;
             core.forget(old);
         }
-        let addr = Self::upstream_addr(core, listener, i);
+        let addr = upstreams::addr(&core.cfg, listener, i);
         let started = match addr.map(socket::connect_nonblocking) {
             Some(Ok(s)) => {
                 let tok = token(Kind::Proxy, key, true);
@@ -215,7 +171,7 @@ impl Proxies {
                 pair.hup[idx(Side::Upstream)] = false;
             }
             Err(e) => {
-                self.upstream_failed(core, addr, &e);
+                self.upstreams.connect_failed(&core.stats, core.clock.now(), addr, &e);
                 self.connect_failed(core, key);
             }
         }
@@ -223,9 +179,8 @@ impl Proxies {
 
     fn connect_failed<P>(&mut self, core: &mut Core<P>, key: Key) {
         let Some(pair) = self.pairs.get_mut(key) else { return };
-        let g = Self::group(core, pair.listener);
         let cfg = pair_cfg(core, pair.listener);
-        if let Some(bal) = self.balancers.get_mut(g) {
+        if let Some(bal) = self.upstreams.balancer(&core.cfg, pair.listener) {
             pair.life.on_connect_failed(core.clock.now(), cfg, bal);
         }
     }
@@ -234,29 +189,7 @@ impl Proxies {
     fn close<P: Poller>(&mut self, core: &mut Core<P>, key: Key, reason: CloseReason) {
         let Some(pair) = self.pairs.remove(key) else { return };
         core.stats.open_pairs -= 1;
-        let listener = pair.listener;
-        if reason == CloseReason::Upstream {
-            let group = core.cfg.groups.get(Self::group(core, listener)).map_or("?", |g| g.name.as_str());
-            let closed = core.stats.conn.closed_by(CloseReason::Upstream);
-            crate::no_usable_upstream(&mut self.none_limit, core.clock.now(), group, closed);
-        }
-        let upstream = pair.life.upstream();
-        let (up, down) = (pair.life.bytes_from(Side::Client), pair.life.bytes_from(Side::Upstream));
-        if let (Some(i), Some(bal)) = (upstream, self.balancers.get_mut(Self::group(core, listener))) {
-            bal.account_bytes(i, up, down);
-        }
-        if let Some(log) = &self.access_log {
-            log.log(Record {
-                end: SystemTime::now(),
-                client: pair.life.client(),
-                listener: pair.life.listener(),
-                upstream: upstream.and_then(|i| Self::upstream_addr(core, listener, i)),
-                bytes_up: up,
-                bytes_down: down,
-                duration: core.clock.now().saturating_duration_since(pair.life.started()),
-                reason,
-            });
-        }
+        self.upstreams.finished(&core.cfg, &core.stats, pair.listener, &pair.life, reason, core.clock.now());
         for s in [Some(pair.client), pair.upstream].into_iter().flatten() {
             if reason.is_abortive() {
                 // Propagate the abort: the surviving peer gets a reset, not a clean FIN.
@@ -499,8 +432,7 @@ impl<P: Poller> Handler<P> for Proxies {
                 let result = pair.upstream.as_ref().map(socket::take_error);
                 match result {
                     Some(Ok(None)) if !ev.error => {
-                        let g = Self::group(core, listener);
-                        if let Some(bal) = self.balancers.get_mut(g) {
+                        if let Some(bal) = self.upstreams.balancer(&core.cfg, listener) {
                             pair.life.on_connected(core.clock.now(), pair_cfg(core, listener), bal);
                         }
                         // Whatever the client sent meanwhile is waiting: read it now.
@@ -515,8 +447,8 @@ impl<P: Poller> Handler<P> for Proxies {
                             Some(Ok(Some(e)) | Err(e)) => e,
                             _ => io::Error::other("connect failed"),
                         };
-                        let addr = upstream.and_then(|i| Self::upstream_addr(core, listener, i));
-                        self.upstream_failed(core, addr, &e);
+                        let addr = upstream.and_then(|i| upstreams::addr(&core.cfg, listener, i));
+                        self.upstreams.connect_failed(&core.stats, core.clock.now(), addr, &e);
                         self.connect_failed(core, key);
                     }
                 }
@@ -548,11 +480,11 @@ impl<P: Poller> Handler<P> for Proxies {
             }
             pair.timer = None;
             let (listener, upstream) = (pair.listener, pair.life.upstream());
-            let g = Self::group(core, listener);
-            let Some(bal) = self.balancers.get_mut(g) else { continue };
+            let Some(bal) = self.upstreams.balancer(&core.cfg, listener) else { continue };
             if pair.life.on_timer(core.clock.now(), pair_cfg(core, listener), bal) {
-                let addr = upstream.and_then(|i| Self::upstream_addr(core, listener, i));
-                self.upstream_failed(core, addr, &io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+                let addr = upstream.and_then(|i| upstreams::addr(&core.cfg, listener, i));
+                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.upstreams.connect_failed(&core.stats, core.clock.now(), addr, &e);
             }
             self.settle(core, key);
         }
@@ -573,14 +505,6 @@ impl<P: Poller> Handler<P> for Proxies {
     }
 
     fn publish(&mut self, core: &mut Core<P>) {
-        let mut failures = 0;
-        for (g, bal) in self.balancers.iter().enumerate() {
-            for i in 0..bal.len() {
-                let s = bal.stats(i);
-                failures += s.failures;
-                self.upstreams.publish_stats(g, i, &s);
-            }
-        }
-        core.stats.upstream_failures = failures;
+        self.upstreams.publish(&mut core.stats);
     }
 }

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use ringpoll_sys::uring::{is_canceled, Completion, OpId};
 use tracing::{debug, warn};
 
+use super::core::Core;
 use super::fd::Fd;
-use super::{Core, Mux, Op};
+use super::mux::Mux;
+use super::ops::Op;
 use crate::config::{Config, Listener, Mode};
 use crate::ctx::ListenSocket;
 use crate::{CloseReason, RateLimit};

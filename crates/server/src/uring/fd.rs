@@ -11,7 +11,7 @@ use ringpoll_sys::socket;
 use ringpoll_sys::uring::{FixedFd, OpId, RingFd, Target};
 use tracing::debug;
 
-use super::{Op, Ring};
+use super::ops::{Op, Ring};
 
 /// One connection's socket.
 #[derive(Debug)]

@@ -24,31 +24,30 @@
 //! registered wait arguments.
 
 mod accept;
+mod core;
 mod fd;
+mod mux;
+mod ops;
 mod proxy;
 mod sock;
 mod stream;
 
 use std::io;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
-use ringpoll_proto::relay::Side;
-use ringpoll_proto::{echo::Echo, http::Http1, OutBuf};
-use ringpoll_sys::slab::Key;
-use ringpoll_sys::uring::{set_nodelay_inherited, Completion, RingConfig, SendBuf, SetupError, Techniques};
+use ringpoll_sys::uring::{set_nodelay_inherited, RingConfig, SetupError, Techniques};
 use tracing::{debug, warn};
 
+use self::core::Core;
 use crate::clock::Clock;
-use crate::config::{Config, Mode, SQPOLL_IDLE};
+use crate::config::{Config, SQPOLL_IDLE};
 use crate::ctx::{BackendError, WorkerCtx};
 use crate::stats::Counters;
 use crate::ServeError;
 use accept::Acceptor;
-use fd::Fd;
-
-/// The worker's ring, its requests tagged with [`Op`].
-pub(crate) type Ring = ringpoll_sys::uring::Ring<Op>;
+use mux::Mux;
+use ops::{Kind, Op, Ring};
 
 /// After the shutdown deadline closed everything, how long cancelled requests may take.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,113 +55,6 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BATCH: u32 = 32;
 /// Longest sleep with nothing scheduled (the waker ends it at once on shutdown).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
-
-/// Which stream handler a request belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Echo,
-    Http,
-}
-
-/// What a request is for: the tag kept with it in the ring's op table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Op {
-    /// The multishot accept on listening socket `n`.
-    Accept(usize),
-    /// The poll on the wake-up eventfd (shutdown).
-    Waker,
-    /// A connection's multishot receive.
-    Recv(Kind, Key),
-    /// A connection's send (the request owns the buffer).
-    Send(Kind, Key),
-    /// A shutdown of a connection in the fixed file table (done through the ring).
-    Ctl(Kind, Key),
-    /// A proxy pair's connect to its upstream.
-    Connect(Key),
-    /// The multishot receive on one side of a proxy pair.
-    RelayRecv(Key, Side),
-    /// A send to one side of a proxy pair.
-    RelaySend(Key, Side),
-    /// A shutdown or SO_LINGER on one side of a proxy pair in the fixed file table.
-    RelayCtl(Key, Side),
-}
-
-/// What the loop lends to a handler on every call.
-pub(crate) struct Core {
-    pub ring: Ring,
-    pub cfg: Arc<Config>,
-    pub stats: Counters,
-    pub clock: Clock,
-    /// Shutdown has started.
-    pub draining: bool,
-    /// Receive buffers held out of the ring to be sent as they are (echo, relay)...
-    pub held: usize,
-    /// ...at most this many (half the ring), so that buffers held for slow peers can never
-    /// starve every receive.
-    pub held_max: usize,
-}
-
-/// Per-connection logic plugged into the completion loop.
-pub(crate) trait Handler {
-    /// A new connection accepted on listener `listener` of the configuration.
-    fn accept(&mut self, core: &mut Core, fd: Fd, listener: usize);
-    /// A completion for one of the handler's requests.
-    fn complete(&mut self, core: &mut Core, c: Completion<Op>);
-    /// Every completion of this iteration was handled: queue the sends they produced.
-    fn end_of_batch(&mut self, core: &mut Core);
-    /// Live connections, including those waiting for their requests to end.
-    fn live(&self) -> usize;
-    /// Shutdown started: let the lifecycles decide with the drain in force.
-    fn drain(&mut self, core: &mut Core);
-    /// Run the deadlines that are due.
-    fn timers(&mut self, core: &mut Core);
-    /// When the next deadline is due.
-    fn next_deadline(&self) -> Option<Instant>;
-    /// The shutdown deadline passed: close everything now.
-    fn close_all(&mut self, core: &mut Core);
-    /// Once per loop iteration: publish what the handler counts beside `Core::stats`.
-    fn publish(&mut self, _core: &mut Core) {}
-}
-
-/// The three handlers of a worker.
-struct Mux {
-    echo: stream::Streams<Echo>,
-    http: stream::Streams<Http1>,
-    proxy: proxy::Proxies,
-}
-
-impl Mux {
-    fn each(&mut self, mut f: impl FnMut(&mut dyn Handler)) {
-        f(&mut self.echo);
-        f(&mut self.http);
-        f(&mut self.proxy);
-    }
-
-    fn live(&self) -> usize {
-        self.echo.live() + self.http.live() + self.proxy.live()
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        [self.echo.next_deadline(), self.http.next_deadline(), self.proxy.next_deadline()].into_iter().flatten().min()
-    }
-
-    fn accept(&mut self, core: &mut Core, s: Fd, listener: usize) {
-        match core.cfg.listeners[listener].mode {
-            Mode::Echo => self.echo.accept(core, s, listener),
-            Mode::Http => self.http.accept(core, s, listener),
-            Mode::Proxy => self.proxy.accept(core, s, listener),
-        }
-    }
-
-    fn complete(&mut self, core: &mut Core, c: Completion<Op>) {
-        match c.op {
-            Op::Recv(Kind::Echo, _) | Op::Send(Kind::Echo, _) | Op::Ctl(Kind::Echo, _) => self.echo.complete(core, c),
-            Op::Recv(Kind::Http, _) | Op::Send(Kind::Http, _) | Op::Ctl(Kind::Http, _) => self.http.complete(core, c),
-            Op::Connect(_) | Op::RelayRecv(..) | Op::RelaySend(..) | Op::RelayCtl(..) => self.proxy.complete(core, c),
-            Op::Accept(_) | Op::Waker => {}
-        }
-    }
-}
 
 fn ring_config(cfg: &Config) -> RingConfig {
     let sq = cfg.uring.sq_entries.clamp(1, 32768);
@@ -212,18 +104,6 @@ fn fixed_cap(ring: &Ring, cfg: &Config) -> Option<usize> {
         Some(_) => {}
     }
     cap
-}
-
-/// An output buffer as the owned bytes of a ring send.
-fn send_buf(buf: OutBuf) -> SendBuf {
-    let (bytes, sent) = buf.into_parts();
-    SendBuf::new(bytes, sent)
-}
-
-/// A send's bytes back from the ring, as they were given (advance them by the result).
-fn out_buf(buf: SendBuf) -> OutBuf {
-    let (bytes, sent) = buf.into_parts();
-    OutBuf::from_parts(bytes, sent)
 }
 
 fn setup_error(e: SetupError) -> BackendError {

@@ -26,26 +26,23 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use ringpoll_proto::lifecycle::pair::{PairAction, PairConfig, ProxyPair};
 use ringpoll_proto::lifecycle::wheel::{Tick, Wheel};
 use ringpoll_proto::relay::Side;
-use ringpoll_proto::upstream::Balancer;
 use ringpoll_proto::CloseReason;
 use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::socket;
 use ringpoll_sys::uring::{is_canceled, is_no_buffers, Completion, HeldBuf, OpId};
 use tracing::{debug, warn};
 
+use super::core::{Core, Handler};
 use super::fd::{Done, Fd};
+use super::ops::Op;
 use super::sock::Sock;
-use super::{Core, Handler, Op};
-use crate::accesslog::{AccessLog, Record};
 use crate::ctx::WorkerCtx;
-use crate::stats::SharedUpstreams;
-use crate::RateLimit;
+use crate::upstreams::{self, Upstreams};
 
 /// Smallest byte limit of a receive arm (a tiny headroom would mean tiny receives).
 const MIN_RECV_LIMIT: usize = 4096;
@@ -85,57 +82,26 @@ pub(crate) struct Proxies {
     pairs: Slab<Pair>,
     wheel: Wheel<Key>,
     due: Vec<(Key, Tick)>,
-    balancers: Vec<Balancer>,
-    upstreams: Arc<SharedUpstreams>,
-    access_log: Option<AccessLog>,
+    upstreams: Upstreams,
     /// Pairs with output to send once the batch of completions is handled.
     to_send: Vec<Key>,
     /// Sockets whose receive ended with ENOBUFS, re-armed in order (see `uring::stream`).
     starved: VecDeque<(Key, Side)>,
-    log_limit: RateLimit,
-    /// For the "no usable upstream" warning.
-    none_limit: RateLimit,
 }
 
 fn pair_cfg(core: &Core, listener: usize) -> &PairConfig {
     &core.cfg.listeners[listener].pair
 }
 
-fn group(core: &Core, listener: usize) -> usize {
-    core.cfg.listeners[listener].group.unwrap_or(0)
-}
-
-fn upstream_addr(core: &Core, listener: usize, i: usize) -> Option<SocketAddr> {
-    core.cfg.groups.get(group(core, listener))?.upstreams.get(i).map(|u| u.addr)
-}
-
 impl Proxies {
     pub fn new(ctx: &WorkerCtx, now: Instant) -> Self {
-        let balancers = ctx
-            .cfg
-            .groups
-            .iter()
-            .zip(&ctx.boards)
-            .map(|(g, board)| Balancer::new(&g.upstreams, g.strategy, g.passive, board.clone()))
-            .collect();
         Self {
             pairs: Slab::new(),
             wheel: Wheel::new(now),
             due: Vec::new(),
-            balancers,
-            upstreams: ctx.upstreams.clone(),
-            access_log: ctx.access_log.clone(),
+            upstreams: Upstreams::new(ctx),
             to_send: Vec::new(),
             starved: VecDeque::new(),
-            log_limit: RateLimit::new(std::time::Duration::from_secs(1)),
-            none_limit: RateLimit::new(std::time::Duration::from_secs(1)),
-        }
-    }
-
-    fn upstream_failed(&mut self, core: &Core, addr: Option<SocketAddr>, e: &io::Error) {
-        if self.log_limit.allow(core.clock.now()) {
-            let a = addr.map_or_else(|| "?".into(), |a| a.to_string());
-            warn!("upstream {a}: {e} ({} upstream failures so far)", core.stats.upstream_failures + 1);
         }
     }
 
@@ -153,8 +119,7 @@ impl Proxies {
             if pair.closed {
                 return self.release_if_done(core, key);
             }
-            let g = group(core, pair.listener);
-            let Some(bal) = self.balancers.get_mut(g) else { return };
+            let Some(bal) = self.upstreams.balancer(&core.cfg, pair.listener) else { return };
             match pair.life.next_action(core.clock.now(), bal, &mut core.stats.conn) {
                 PairAction::Continue => break,
                 PairAction::Connect(i) => self.connect(core, key, i),
@@ -227,7 +192,7 @@ impl Proxies {
                 None => old.close(&mut core.ring),
             }
         }
-        let addr = upstream_addr(core, listener, i);
+        let addr = upstreams::addr(&core.cfg, listener, i);
         match addr.map(socket::stream_socket) {
             Some(Ok(s)) => {
                 let Some(a) = addr else { return };
@@ -239,9 +204,9 @@ impl Proxies {
                     Some(Err(e)) => e,
                     _ => io::Error::other("no such upstream"),
                 };
-                self.upstream_failed(core, addr, &e);
-                let g = group(core, listener);
-                if let (Some(pair), Some(bal)) = (self.pairs.get_mut(key), self.balancers.get_mut(g)) {
+                self.upstreams.connect_failed(&core.stats, core.clock.now(), addr, &e);
+                if let (Some(pair), Some(bal)) = (self.pairs.get_mut(key), self.upstreams.balancer(&core.cfg, listener))
+                {
                     pair.life.on_connect_failed(core.clock.now(), pair_cfg(core, listener), bal);
                 }
             }
@@ -257,14 +222,7 @@ impl Proxies {
         }
         pair.closed = true;
         core.stats.open_pairs -= 1;
-        let listener = pair.listener;
-        if reason == CloseReason::Upstream {
-            let group = core.cfg.groups.get(group(core, listener)).map_or("?", |g| g.name.as_str());
-            let closed = core.stats.conn.closed_by(CloseReason::Upstream);
-            crate::no_usable_upstream(&mut self.none_limit, core.clock.now(), group, closed);
-        }
-        let upstream = pair.life.upstream();
-        let (up, down) = (pair.life.bytes_from(Side::Client), pair.life.bytes_from(Side::Upstream));
+        self.upstreams.finished(&core.cfg, &core.stats, pair.listener, &pair.life, reason, core.clock.now());
         let mut held = Vec::new();
         for side in Side::BOTH {
             let sock = &mut pair.socks[idx(side)];
@@ -281,26 +239,8 @@ impl Proxies {
         if let Some(id) = pair.connect {
             core.ring.cancel(id);
         }
-        let client = pair.life.client();
-        let local = pair.life.listener();
-        let duration = core.clock.now().saturating_duration_since(pair.life.started());
         for h in held {
             Self::release_held(core, h);
-        }
-        if let (Some(i), Some(bal)) = (upstream, self.balancers.get_mut(group(core, listener))) {
-            bal.account_bytes(i, up, down);
-        }
-        if let Some(log) = &self.access_log {
-            log.log(Record {
-                end: SystemTime::now(),
-                client,
-                listener: local,
-                upstream: upstream.and_then(|i| upstream_addr(core, listener, i)),
-                bytes_up: up,
-                bytes_down: down,
-                duration,
-                reason,
-            });
         }
         self.release_if_done(core, key);
     }
@@ -336,8 +276,7 @@ impl Proxies {
             return self.release_if_done(core, key);
         }
         let listener = pair.listener;
-        let g = group(core, listener);
-        let Some(bal) = self.balancers.get_mut(g) else { return };
+        let Some(bal) = self.upstreams.balancer(&core.cfg, listener) else { return };
         match &c.result {
             Ok(_) => {
                 pair.life.on_connected(core.clock.now(), pair_cfg(core, listener), bal);
@@ -352,9 +291,9 @@ impl Proxies {
                 } else {
                     io::Error::new(e.kind(), e.to_string())
                 };
-                let addr = pair.life.upstream().and_then(|i| upstream_addr(core, listener, i));
+                let addr = pair.life.upstream().and_then(|i| upstreams::addr(&core.cfg, listener, i));
                 pair.life.on_connect_failed(core.clock.now(), pair_cfg(core, listener), bal);
-                self.upstream_failed(core, addr, &e);
+                self.upstreams.connect_failed(&core.stats, core.clock.now(), addr, &e);
             }
         }
         self.settle(core, key);
@@ -538,11 +477,11 @@ impl Handler for Proxies {
             }
             pair.timer = None;
             let (listener, upstream) = (pair.listener, pair.life.upstream());
-            let g = group(core, listener);
-            let Some(bal) = self.balancers.get_mut(g) else { continue };
+            let Some(bal) = self.upstreams.balancer(&core.cfg, listener) else { continue };
             if pair.life.on_timer(core.clock.now(), pair_cfg(core, listener), bal) {
-                let addr = upstream.and_then(|i| upstream_addr(core, listener, i));
-                self.upstream_failed(core, addr, &io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+                let addr = upstream.and_then(|i| upstreams::addr(&core.cfg, listener, i));
+                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.upstreams.connect_failed(&core.stats, core.clock.now(), addr, &e);
             }
             self.settle(core, key);
         }
@@ -563,14 +502,6 @@ impl Handler for Proxies {
     }
 
     fn publish(&mut self, core: &mut Core) {
-        let mut failures = 0;
-        for (g, bal) in self.balancers.iter().enumerate() {
-            for i in 0..bal.len() {
-                let s = bal.stats(i);
-                failures += s.failures;
-                self.upstreams.publish_stats(g, i, &s);
-            }
-        }
-        core.stats.upstream_failures = failures;
+        self.upstreams.publish(&mut core.stats);
     }
 }

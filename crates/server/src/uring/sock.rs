@@ -9,8 +9,9 @@ use ringpoll_sys::slab::Key;
 use ringpoll_sys::uring::{is_canceled, Completion, HeldBuf, OpId};
 use tracing::{debug, warn};
 
+use super::core::{out_buf, send_buf, Core};
 use super::fd::Fd;
-use super::{out_buf, send_buf, Core, Op};
+use super::ops::Op;
 
 /// One socket of a pair and the requests on it.
 #[derive(Default)]

@@ -24,8 +24,9 @@ use ringpoll_sys::slab::{Key, Slab};
 use ringpoll_sys::uring::{is_canceled, is_no_buffers, Completion, HeldBuf, OpId};
 use tracing::{debug, warn};
 
+use super::core::{out_buf, send_buf, Core, Handler};
 use super::fd::{Done, Fd};
-use super::{out_buf, send_buf, Core, Handler, Kind, Op};
+use super::ops::{Kind, Op};
 
 /// Smallest byte limit of a receive arm (a tiny headroom would mean tiny receives).
 const MIN_RECV_LIMIT: usize = 4096;
