@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod upstream;
 
@@ -125,11 +126,13 @@ impl ServerProc {
 
     /// Spawn a prepared command whose first stdout line is `listening on ADDR`.
     pub fn spawn(cmd: &mut Command) -> Result<Self, String> {
+        if !cmd.get_envs().any(|(k, _)| k == "RINGPOLL_LOG") {
+            cmd.env("RINGPOLL_LOG", "warn");
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env("RINGPOLL_LOG", "warn")
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
         let stdout = child.stdout.take().expect("stdout piped");
@@ -155,6 +158,15 @@ impl ServerProc {
         };
         let stderr = child.stderr.take();
         Ok(Self { child, addr, stderr, lines: rx, collected: None })
+    }
+
+    /// The `--metrics` address (the server's next stdout line, `metrics on http://ADDR/metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self.stdout_line(Duration::from_secs(20)).unwrap_or_default();
+        line.strip_prefix("metrics on http://")
+            .and_then(|a| a.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no `metrics on http://ADDR/metrics` line (got {line:?})"))
     }
 
     /// The next stdout line (after `listening on ADDR`), waiting at most `within`.

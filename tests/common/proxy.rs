@@ -58,11 +58,7 @@ pub fn proxy_args(v: &str, args: &[&str]) -> ServerProc {
 
 /// The address `--metrics 127.0.0.1:0` bound (the stdout line after `listening on`).
 pub fn metrics_addr(px: &ServerProc) -> SocketAddr {
-    let line = px.stdout_line(IO_TIMEOUT).expect("a `metrics on` line");
-    line.strip_prefix("metrics on http://")
-        .and_then(|a| a.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("not a `metrics on` line: {line:?}"))
+    px.metrics_addr()
 }
 
 /// One scrape of `/metrics`, parsed.

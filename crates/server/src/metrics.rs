@@ -5,11 +5,12 @@
 //! scrape at once, and a bad address fails the start. The thread reads what workers publish
 //! (relaxed loads of their own cache-padded blocks): scraping never slows a worker. Accept
 //! errors that mean the process is out of descriptors pause it like the workers' accept loops
-//! (no busy loop).
+//! (no busy loop), each pause counted in `ringpoll_metrics_accept_backoffs_total`.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub struct Source {
     pub boards: Vec<Arc<HealthBoard>>,
     /// The access log's dropped records (not the log itself: its writer must be able to end).
     pub access_log: Option<Dropped>,
+    /// Times the endpoint's own accept failed (out of descriptors, say) and paused.
+    pub accept_backoffs: Arc<AtomicU64>,
 }
 
 /// Bind the metrics listener (blocking, for the metrics thread).
@@ -57,6 +60,7 @@ fn serve(listener: &TcpListener, source: &Source) {
             }
             Err(e) if is_per_connection_accept_error(&e) || e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
+                source.accept_backoffs.fetch_add(1, Relaxed);
                 if log.allow(Instant::now()) {
                     if is_resource_exhaustion(&e) {
                         warn!("metrics: accept: {e}; pausing for {ACCEPT_BACKOFF:?}");
@@ -234,6 +238,13 @@ pub fn render(source: &Source) -> String {
             );
         }
     }
+    header(
+        &mut out,
+        "metrics_accept_backoffs_total",
+        "Times this endpoint's accept failed (out of descriptors, say) and paused before retrying.",
+        "counter",
+    );
+    let _ = writeln!(out, "ringpoll_metrics_accept_backoffs_total {}", source.accept_backoffs.load(Relaxed));
     render_upstreams(&mut out, source);
     if let Some(log) = &source.access_log {
         header(

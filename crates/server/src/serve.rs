@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringpoll_sys::rlimit::raise_nofile_limit;
@@ -97,22 +97,28 @@ fn serve(cfg: Config) -> Result<(), ServeError> {
         out.flush().map_err(setup("stdout"))?;
     }
     let modes: Vec<&str> = cfg.listeners.iter().map(|l| l.mode.name()).collect();
-    info!(
-        "{} worker(s), backend {}, {} ({})",
-        cfg.workers,
-        cfg.backend,
-        modes.join(", "),
-        if server.pinned() { "pinned, one core each" } else { "not pinned" }
-    );
+    // Pinning is stated once: here, or in the warning `Server::start` gave when it could not pin.
+    let pinning = match (server.pinned(), cfg.pin) {
+        (true, _) => " (pinned, one core each)",
+        (false, false) => " (not pinned: --no-pin)",
+        (false, true) => "",
+    };
+    info!("{} worker(s), backend {}, {}{pinning}", cfg.workers, cfg.backend, modes.join(", "));
     if let Some(l) = metrics_listener {
         metrics_dup = l.try_clone().ok();
         metrics::spawn(l, server.metrics_source()).map_err(setup("--metrics"))?;
     }
     let shutdown = server.shutdown_handle();
+    // What a later --takeover gets. Its duplicates keep the listening sockets open: a shutdown
+    // that is not a hand-over drops them before the workers close theirs, so that the sockets
+    // really close (refusing new connections) once the workers have taken in their queues.
+    let offer: takeover::SharedOffer =
+        Arc::new(Mutex::new(Some(takeover::Offer { listeners: server.take_offer(), metrics: metrics_dup })));
     let on_signal = {
-        let shutdown = shutdown.clone();
+        let (shutdown, offer) = (shutdown.clone(), offer.clone());
         move |sig: &str| {
             info!("{sig}: stopping (finishing in-flight work; send again to exit at once)");
+            takeover::withdraw(&offer);
             shutdown.trigger();
         }
     };
@@ -124,12 +130,15 @@ fn serve(cfg: Config) -> Result<(), ServeError> {
         }
         control = bind_control(server.local_addr());
     }
-    if let Some(control) = control {
-        let offer = takeover::Offer { listeners: server.take_offer(), metrics: metrics_dup };
-        let stop = Arc::new(move || shutdown.trigger());
-        if let Err(e) = takeover::serve(control, offer, stop) {
-            warn!("no control socket for a later --takeover: {e}");
+    match control {
+        Some(control) => {
+            let stop = Arc::new(move || shutdown.trigger());
+            if let Err(e) = takeover::serve(control, offer.clone(), stop) {
+                warn!("no control socket for a later --takeover: {e}");
+                takeover::withdraw(&offer);
+            }
         }
+        None => takeover::withdraw(&offer),
     }
     let backend = cfg.backend.name();
     let per_worker = server.join()?;

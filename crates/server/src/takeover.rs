@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ringpoll_sys::handover;
@@ -141,9 +141,30 @@ pub struct Offer {
     pub metrics: Option<TcpListener>,
 }
 
+impl Offer {
+    fn try_clone(&self) -> io::Result<Offer> {
+        Ok(Offer {
+            listeners: self.listeners.iter().map(TcpListener::try_clone).collect::<io::Result<_>>()?,
+            metrics: self.metrics.as_ref().map(TcpListener::try_clone).transpose()?,
+        })
+    }
+}
+
+/// The offer, shared between the control thread and the signal handler. Its duplicates keep
+/// the listening sockets open, so a shutdown that is not a hand-over must drop them
+/// ([`withdraw`]): otherwise the kernel would go on completing connections into accept queues
+/// that nobody serves any more, to be reset at exit.
+pub type SharedOffer = Arc<Mutex<Option<Offer>>>;
+
+/// Drop the offer (a shutdown that is not a hand-over); later takeover requests are refused.
+pub fn withdraw(offer: &SharedOffer) {
+    let taken = offer.lock().unwrap_or_else(PoisonError::into_inner).take();
+    drop(taken);
+}
+
 /// Answer takeover requests on `listener` (from [`bind_control`]) until one succeeds; then
 /// call `stop` (start draining). Runs on its own thread.
-pub fn serve(listener: UnixListener, offer: Offer, stop: Arc<dyn Fn() + Send + Sync>) -> io::Result<()> {
+pub fn serve(listener: UnixListener, offer: SharedOffer, stop: Arc<dyn Fn() + Send + Sync>) -> io::Result<()> {
     std::thread::Builder::new().name("ringpoll-takeover".into()).spawn(move || {
         for conn in listener.incoming() {
             let conn = match conn {
@@ -154,8 +175,24 @@ pub fn serve(listener: UnixListener, offer: Offer, stop: Arc<dyn Fn() + Send + S
                     continue;
                 }
             };
-            match answer(&conn, &offer) {
+            // A copy for this attempt, so that a shutdown never waits for the conversation.
+            let current = offer.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(Offer::try_clone);
+            let current = match current {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    warn!("takeover: duplicating the listening sockets: {e}");
+                    let _ = (&conn).write_all(b"REFUSED\n");
+                    continue;
+                }
+                None => {
+                    let _ = (&conn).write_all(b"REFUSED\n"); // shutting down
+                    continue;
+                }
+            };
+            match answer(&conn, &current) {
                 Ok(true) => {
+                    drop(current);
+                    withdraw(&offer);
                     drop(listener);
                     if let Err(e) = (&conn).write_all(b"RELEASED\n") {
                         warn!("takeover: {e}");

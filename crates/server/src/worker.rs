@@ -243,6 +243,7 @@ impl Server {
                 .collect(),
             boards: self.boards.clone(),
             access_log: self.access_log.as_ref().map(|(l, _)| l.dropped_counter()),
+            accept_backoffs: Arc::default(),
         }
     }
 

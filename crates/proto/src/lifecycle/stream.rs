@@ -20,13 +20,16 @@
 //! - head (`header`): from the accept, or from the first byte of a request head, to the end of
 //!   that head; HTTP answers `408`. A connection that never sent a byte is just closed.
 //! - body (`body`): between two reads of a request body; HTTP answers `408`.
-//! - keep-alive (`keepalive`): between the end of a response and the next request.
+//! - keep-alive (`keepalive`): between the end of a response and the next request. Bytes that
+//!   start no request (empty lines between HTTP requests) do not move it: a peer that sends one
+//!   `\r\n` a second holds nothing open. Until a first request was served, the head deadline
+//!   from the accept applies instead.
 //! - send (`send`): output pending and not one byte of it accepted by the peer.
 //! - idle (`idle`): nothing moved either way.
 //! - linger: how long a lingering close waits for the peer's FIN.
 //! - while the server drains, a connection that has served something and sits between requests
-//!   closes once it has been quiet for `drain_grace` (so that a client whose next request is
-//!   already on its way gets it answered, with `Connection: close`, instead of a reset).
+//!   closes `drain_grace` after its last output (so that a client whose next request is already
+//!   on its way gets it answered, with `Connection: close`, instead of a reset).
 
 use std::time::{Duration, Instant};
 
@@ -162,8 +165,8 @@ pub struct StreamConn<P> {
     read_open: bool,
     /// Reading is paused by the output high watermark.
     paused: bool,
-    /// At least one byte was ever received.
-    received: bool,
+    /// At least one request was served (HTTP: answered; echo: a read echoed).
+    served: bool,
     /// Close at the next action, with this reason (an error, an expired deadline, a forced close).
     close_now: Option<CloseReason>,
     /// The reason a graceful close will be counted with.
@@ -187,7 +190,7 @@ impl<P: Protocol> StreamConn<P> {
             phase: Phase::Open,
             read_open: true,
             paused: false,
-            received: false,
+            served: false,
             close_now: None,
             reason: CloseReason::Normal,
             head_since: now,
@@ -239,7 +242,6 @@ impl<P: Protocol> StreamConn<P> {
             return;
         }
         self.last_in = env.now;
-        self.received = true;
         if self.phase != Phase::Open || !self.read_open || self.close_now.is_some() {
             return; // closing or lingering: input is discarded
         }
@@ -248,6 +250,7 @@ impl<P: Protocol> StreamConn<P> {
         let pending_before = self.pending();
         let p = self.proto.on_data(data, self.out.writer(), &env.ctx());
         st.requests += u64::from(p.requests);
+        self.served |= p.requests > 0;
         if p.close {
             self.phase = Phase::Closing;
         }
@@ -377,10 +380,10 @@ impl<P: Protocol> StreamConn<P> {
             return;
         }
         self.last_in = env.now;
-        self.received = true;
         st.bytes_in += n as u64;
         let p = self.proto.on_passed_through(n);
         st.requests += u64::from(p.requests);
+        self.served |= p.requests > 0;
         if p.close {
             self.phase = Phase::Closing;
         }
@@ -484,10 +487,11 @@ impl<P: Protocol> StreamConn<P> {
                 RequestState::Head => d = earliest(d, t.header.map(|h| self.head_since + h)),
                 RequestState::Body => d = earliest(d, t.body.map(|b| self.last_in + b)),
                 RequestState::Idle if !pending => {
-                    if self.received {
-                        d = earliest(d, t.keepalive.map(|k| quiet + k));
+                    // Between requests only output counts as activity (see the module doc).
+                    if self.served {
+                        d = earliest(d, t.keepalive.map(|k| self.last_out + k));
                         if env.draining {
-                            d = earliest(d, Some(quiet + t.drain_grace));
+                            d = earliest(d, Some(self.last_out + t.drain_grace));
                         }
                     } else {
                         d = earliest(d, t.header.map(|h| self.head_since + h));
@@ -538,13 +542,13 @@ impl<P: Protocol> StreamConn<P> {
                     return Some(Expiry::ReadTimeout(CloseReason::BodyTimeout));
                 }
                 RequestState::Idle if !pending => {
-                    if !self.received && due(self.head_since, t.header) {
+                    if !self.served && due(self.head_since, t.header) {
                         return Some(Expiry::Close(CloseReason::HeaderTimeout));
                     }
-                    if self.received && due(quiet, t.keepalive) {
+                    if self.served && due(self.last_out, t.keepalive) {
                         return Some(Expiry::Close(CloseReason::KeepaliveTimeout));
                     }
-                    if self.received && env.draining && due(quiet, Some(t.drain_grace)) {
+                    if self.served && env.draining && due(self.last_out, Some(t.drain_grace)) {
                         return Some(Expiry::Close(CloseReason::Normal));
                     }
                 }

@@ -213,6 +213,39 @@ fn keepalive_and_body_deadlines() {
 }
 
 #[test]
+fn empty_lines_move_no_deadline_between_requests() {
+    // After a response: a peer sending "\r\n" every second is still closed at the keep-alive
+    // deadline, counted from the end of the response.
+    let mut h = http();
+    h.at(secs(1)).data(GET);
+    h.at(secs(2)).write(usize::MAX);
+    for s in 3..62 {
+        assert_eq!(h.at(secs(s)).data(b"\r\n"), Action::Continue);
+        assert_eq!(h.deadline(), Some(secs(62)), "at {s} s");
+    }
+    assert_eq!(h.at(secs(62)).timer(), Action::Close(CloseReason::KeepaliveTimeout));
+    assert!(h.wire_text().ends_with("Hello, World!"), "no response to empty lines");
+
+    // Before any request: the head deadline from the accept.
+    let mut h = http();
+    for s in 0..10 {
+        h.at(secs(s)).data(b"\n");
+        assert_eq!(h.deadline(), Some(secs(10)));
+    }
+    assert_eq!(h.at(secs(10)).timer(), Action::Close(CloseReason::HeaderTimeout));
+    assert!(h.wire.is_empty());
+
+    // While draining, the grace counts from the last response too.
+    let mut h = http();
+    h.at(secs(1)).data(GET);
+    h.write(usize::MAX);
+    h.draining = true;
+    h.at(Duration::from_millis(1500)).data(b"\r\n");
+    assert_eq!(h.deadline(), Some(secs(2)));
+    assert_eq!(h.at(secs(2)).timer(), Action::Close(CloseReason::Normal));
+}
+
+#[test]
 fn a_peer_that_never_reads_is_closed_at_the_send_deadline() {
     let mut h = echo();
     h.at(secs(5)).data(&[7; 64]);

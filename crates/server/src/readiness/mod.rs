@@ -210,6 +210,7 @@ fn begin_drain<P: Poller>(core: &mut Core<P>, acceptor: &mut Acceptor, mux: &mut
             if let Err(e) = core.poller.delete(s.socket.as_raw_fd()) {
                 debug!("removing a listener from the poller: {e}");
             }
+            accept_queued(core, mux, &s);
             // With --takeover the socket lives on in the new process: closing ours loses
             // nothing in its accept queue.
             if let Err(e) = socket::close(s.socket) {
@@ -220,6 +221,26 @@ fn begin_drain<P: Poller>(core: &mut Core<P>, acceptor: &mut Acceptor, mux: &mut
     acceptor.resume_at = None;
     acceptor.full = false;
     mux.each::<P>(|h| h.drain(core));
+}
+
+/// Before a listening socket closes: take in the connections already in its accept queue.
+/// Their handshake is complete and their request may be on its way; closing the socket would
+/// reset them. (Bounded by the backlog and `max_conns`.)
+fn accept_queued<P: Poller>(core: &mut Core<P>, mux: &mut Mux, s: &ListenSocket) {
+    while mux.live() < core.cfg.max_conns {
+        match socket::accept(&s.socket) {
+            Ok(Some(stream)) => {
+                core.stats.accepted += 1;
+                mux.accept(core, stream, s.listener);
+            }
+            Ok(None) => return,
+            Err(e) => {
+                if crate::accept_failed(&e, &mut core.stats, &mut core.log_limit, core.clock.now()).is_some() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn resume_all<P: Poller>(core: &mut Core<P>, acceptor: &mut Acceptor, mux: &mut Mux) {

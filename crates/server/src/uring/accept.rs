@@ -142,7 +142,7 @@ impl Acceptor {
     }
 
     /// Shutdown: stop accepting; each socket closes once its accept has ended.
-    pub fn stop(&mut self, core: &mut Core) {
+    pub fn stop(&mut self, core: &mut Core, mux: &mut Mux) {
         self.resume_at = None;
         for (fd, _) in self.parked.drain(..) {
             core.stats.accepted += 1;
@@ -152,7 +152,9 @@ impl Acceptor {
         self.cancel_all(core);
         for a in &mut self.sockets {
             if a.op.is_none() {
+                // Not accepting (paused): what waits in its backlog is served, not reset.
                 if let Some(s) = a.socket.take() {
+                    sweep(core, mux, &s, a.listener);
                     close_listener(s);
                 }
             }

@@ -181,7 +181,7 @@ pub(crate) fn run(mut ctx: WorkerCtx) -> Result<Counters, BackendError> {
                         if !core.draining {
                             core.draining = true;
                             deadline = Some(core.clock.now() + cfg.shutdown_timeout);
-                            acceptor.stop(&mut core);
+                            acceptor.stop(&mut core, &mut mux);
                             mux.each(|h| h.drain(&mut core));
                         }
                     } else {
