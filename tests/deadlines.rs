@@ -142,8 +142,12 @@ fn a_trickled_head_gets_408_at_the_deadline_while_64_others_are_served(backend: 
     assert_eq!(summary_closes(&err, "header_timeout"), expected, "{backend}: {err}");
 }
 
-/// Write to `s` (which never reads) until the server stops taking bytes; returns the total.
-fn write_until_stuck(s: &mut TcpStream, chunk: &[u8], cap: usize) -> usize {
+/// Write to `s` (which never reads) until the server stops taking bytes; returns the total
+/// and whether the server already closed the connection meanwhile. On a loaded machine
+/// filling the kernel's buffers (megabytes on loopback) can take longer than the send
+/// deadline, which then strikes while this is still writing: that is the close under test,
+/// not a failure (the caller checks its reason in the metrics).
+fn write_until_stuck(s: &mut TcpStream, chunk: &[u8], cap: usize) -> (usize, bool) {
     s.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
     let end = Instant::now() + IO_TIMEOUT;
     let mut sent = 0;
@@ -151,10 +155,11 @@ fn write_until_stuck(s: &mut TcpStream, chunk: &[u8], cap: usize) -> usize {
         match s.write(chunk) {
             Ok(n) => sent += n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => return (sent, true),
             Err(e) => panic!("write after {sent} bytes: {e}"),
         }
     }
-    sent
+    (sent, false)
 }
 
 /// Keep writing until the connection is reset (the server closed it); bounded.
@@ -222,7 +227,7 @@ fn a_stuck_reader(backend: &str, mode: &str) {
         assert_eq!(read_exact(&mut quiet, 1), b"q");
     }
     let mut s = srv.connect();
-    let sent = write_until_stuck(&mut s, &chunk, CAP);
+    let (sent, reset) = write_until_stuck(&mut s, &chunk, CAP);
     assert!(sent < CAP, "{what}: a peer that never reads got all {CAP} bytes in: reading never paused");
     // Memory stays bounded for as long as the peer is stuck, until the send deadline ends it.
     let mut grown = 0;
@@ -233,7 +238,9 @@ fn a_stuck_reader(backend: &str, mode: &str) {
     });
     eprintln!("{what}: the stuck peer got {sent} bytes in; server RSS +{grown} KiB at most");
     assert_eq!(closed(&s2, "idle"), 0, "{what}: the stuck peer was closed as idle");
-    wait_reset(&mut s, &what);
+    if !reset {
+        wait_reset(&mut s, &what);
+    }
     if mode == "echo" {
         let mut b = [0u8; 1];
         assert!(matches!(quiet.read(&mut b), Ok(0)), "{what}: the quiet connection was not closed");
