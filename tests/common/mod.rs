@@ -46,8 +46,14 @@ macro_rules! on_every_backend {
 }
 
 /// The io_uring techniques switched together by the `uring+on` and `uring+off` variants.
-const URING_TECHNIQUES: [&str; 5] =
-    ["--uring-fixed-files", "--uring-bundle", "--uring-buf-inc", "--uring-sqpoll", "--uring-reg-wait"];
+const URING_TECHNIQUES: [&str; 6] = [
+    "--uring-fixed-files",
+    "--uring-bundle",
+    "--uring-buf-inc",
+    "--uring-sqpoll",
+    "--uring-reg-wait",
+    "--uring-huge-pages",
+];
 
 /// A test's backend name as `ringpoll serve` flags for `mode`: `uring+on` and `uring+off` are
 /// `--backend uring` with every optional technique on or off (the echo-only and proxy-only

@@ -69,7 +69,8 @@ impl Combo {
 /// Whether this kernel grants the techniques a combination needs checked (bundles and
 /// incremental buffers); if not, the test skips visibly (or fails when io_uring is required).
 fn kernel_grants(c: Combo) -> bool {
-    let cfg = RingConfig { sq_entries: 8, cq_entries: 32, buf_count: 8, buf_size: 256, send_zc_min: 0 };
+    let cfg =
+        RingConfig { sq_entries: 8, cq_entries: 32, buf_count: 8, buf_size: 256, send_zc_min: 0, huge_pages: false };
     let asked = Techniques { bundle: c.bundle, buf_inc: c.buf_inc, ..Techniques::default() };
     let Ok(ring) = Ring::<u8>::with_techniques(cfg, asked) else { return true }; // `start` reports it
     let got = ring.techniques();

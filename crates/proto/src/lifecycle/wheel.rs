@@ -64,9 +64,11 @@ impl<K: Copy> Wheel<K> {
     /// ahead). Callers keep it to recognise their current entry.
     #[must_use]
     pub fn tick_of(&self, at: Instant) -> Tick {
+        // In u64 nanoseconds (584 years from the wheel's origin), not u128: this runs for
+        // every deadline that moves, and a u128 division is a library call.
+        const TICK_NS: u64 = TICK.as_millis() as u64 * 1_000_000;
         let since = at.saturating_duration_since(self.origin);
-        let t = since.as_nanos().div_ceil(TICK.as_nanos());
-        let t = Tick::try_from(t).unwrap_or(Tick::MAX);
+        let t = u64::try_from(since.as_nanos()).map_or(Tick::MAX, |ns| ns.div_ceil(TICK_NS));
         t.clamp(self.cursor, self.cursor + SLOTS as Tick - 1)
     }
 

@@ -31,10 +31,11 @@
 //! buf_size = "16KiB"
 //! fixed_files = true            # techniques: true/false or "on"/"off"
 //! bundle = "on"
-//! echo_zero_copy = true
+//! echo_zero_copy = false
 //! buf_inc = false
 //! sqpoll = false
 //! reg_wait = false
+//! huge_pages = false
 //! ```
 //!
 //! Every setting a flag can say has a key of the same name (underscores for dashes). Unknown
@@ -151,6 +152,7 @@ struct UringSection {
     buf_inc: Option<Switch>,
     sqpoll: Option<Switch>,
     reg_wait: Option<Switch>,
+    huge_pages: Option<Switch>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +272,7 @@ fn parse(text: &str) -> Result<Config, Error> {
         (&mut u.buf_inc, f.uring.buf_inc),
         (&mut u.sqpoll, f.uring.sqpoll),
         (&mut u.reg_wait, f.uring.reg_wait),
+        (&mut u.huge_pages, f.uring.huge_pages),
     ] {
         if let Some(Switch(on)) = key {
             *slot = on;
@@ -479,13 +482,13 @@ send_proxy = "v2"
         let listener = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"echo\"\n";
         let c = parse(&format!(
             "[uring]\nfixed_files = false\nbundle = \"off\"\necho_zero_copy = \"off\"\nbuf_inc = true\n\
-             sqpoll = \"on\"\nreg_wait = true\n{listener}"
+             sqpoll = \"on\"\nreg_wait = true\nhuge_pages = \"off\"\n{listener}"
         ))
         .unwrap();
         let u = c.uring;
         assert_eq!(
-            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait),
-            (false, false, false, true, true, true)
+            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait, u.huge_pages),
+            (false, false, false, true, true, true, false)
         );
         let d = parse(listener).unwrap().uring;
         assert_eq!(d, crate::config::UringConfig::default(), "absent keys keep the defaults");

@@ -252,7 +252,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, value_name = "on|off")]
     pub uring_bundle: Option<OnOff>,
     /// Echo on io_uring: send received bytes back straight out of their receive buffer when
-    /// nothing is queued ahead of them [default: on].
+    /// nothing is queued ahead of them [default: off].
     #[arg(long, value_enum, value_name = "on|off")]
     pub uring_echo_zero_copy: Option<OnOff>,
     /// io_uring: incremental receive buffer consumption (a small message takes only its bytes
@@ -266,6 +266,10 @@ pub struct ServeArgs {
     /// io_uring: pass wait arguments through a registered region [default: off].
     #[arg(long, value_enum, value_name = "on|off")]
     pub uring_reg_wait: Option<OnOff>,
+    /// io_uring: back the provided receive buffers with transparent huge pages where the
+    /// system allows them [default: off].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub uring_huge_pages: Option<OnOff>,
 }
 
 impl ServeArgs {
@@ -466,6 +470,7 @@ impl ServeArgs {
             (&mut u.buf_inc, self.uring_buf_inc),
             (&mut u.sqpoll, self.uring_sqpoll),
             (&mut u.reg_wait, self.uring_reg_wait),
+            (&mut u.huge_pages, self.uring_huge_pages),
         ] {
             if let Some(v) = flag {
                 *slot = v.into();
@@ -563,12 +568,14 @@ mod tests {
             "on",
             "--uring-reg-wait",
             "on",
+            "--uring-huge-pages",
+            "off",
         ])
         .unwrap();
         let u = c.uring;
         assert_eq!(
-            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait),
-            (false, false, false, true, true, true)
+            (u.fixed_files, u.bundle, u.echo_zero_copy, u.buf_inc, u.sqpoll, u.reg_wait, u.huge_pages),
+            (false, false, false, true, true, true, false)
         );
         // The fixed file table must be able to hold --max-conns connections per worker.
         let e = config(&["--backend", "uring", "--max-conns", "2000000"]).unwrap_err();

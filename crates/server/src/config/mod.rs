@@ -126,6 +126,11 @@ pub struct UringConfig {
     pub sqpoll: bool,
     /// Waits pass their arguments through a registered region (Linux 6.13).
     pub reg_wait: bool,
+    /// The provided receive buffers are mapped on a huge-page boundary and advised
+    /// MADV_HUGEPAGE, so that where transparent huge pages are allowed the pool takes a few
+    /// TLB entries instead of one per 4 KiB (the ring hands out a different buffer for every
+    /// receive).
+    pub huge_pages: bool,
 }
 
 /// How long the SQPOLL thread polls without work before it sleeps (a submission then costs
@@ -139,10 +144,16 @@ pub const MAX_FIXED_FILES: usize = 1 << 20;
 /// connection) post many completions per submission.
 const CQ_PER_SQ: u32 = 4;
 
-/// The techniques' defaults are provisional, from short runs on a busy machine (no difference
-/// detectable for fixed files; recv bundles looked costlier for 16 KiB echo and gain only when a
-/// receive spans several buffers; SQPOLL burns a core): `bench-scripts/uring-*-ab.py` settles
-/// them on quiet CPUs.
+/// The techniques' defaults, from their A/B runs (`bench-scripts/uring-*-ab.py`, one worker on
+/// CPU 0, load on CPU 1, paired rounds; figures in docs/BENCHMARKS.md): a technique is on only
+/// where it measurably saves CPU or brings something else. Fixed files: no CPU difference
+/// detectable, on because connections then take no process descriptor. Recv bundles cost 3-5%
+/// more at 16 KiB and nothing less elsewhere: off. Echo from the receive buffer, incremental
+/// buffers, registered waits: no difference detectable on any workload, so off (the copy path
+/// gives provided buffers back at once instead of holding them while a slow peer drains).
+/// SQPOLL: 1.5-2x the CPU per request where the poller shares the worker's core: off. Huge
+/// pages for the receive buffers: no difference detectable (1.02x at 64 B echo, CI 1.00-1.04):
+/// off.
 impl Default for UringConfig {
     fn default() -> Self {
         Self {
@@ -153,10 +164,11 @@ impl Default for UringConfig {
             send_zc_min: 0,
             fixed_files: true,
             bundle: false,
-            echo_zero_copy: true,
+            echo_zero_copy: false,
             buf_inc: false,
             sqpoll: false,
             reg_wait: false,
+            huge_pages: false,
         }
     }
 }

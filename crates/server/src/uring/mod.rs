@@ -64,6 +64,7 @@ fn ring_config(cfg: &Config) -> RingConfig {
         buf_count: cfg.uring.buf_count,
         buf_size: cfg.uring.buf_size,
         send_zc_min: cfg.uring.send_zc_min,
+        huge_pages: cfg.uring.huge_pages,
     }
 }
 

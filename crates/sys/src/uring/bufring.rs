@@ -74,7 +74,7 @@ impl BufRing {
     /// Map the ring and the buffers and put every buffer in the ring (not yet registered).
     /// `reversed` publishes them in descending id order (the bundle self-test uses it to make
     /// ring order differ from id order).
-    pub fn new(count: u16, size: u32, bgid: u16, reversed: bool) -> io::Result<Self> {
+    pub fn new(count: u16, size: u32, bgid: u16, reversed: bool, huge: bool) -> io::Result<Self> {
         if !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer count must be a power of two <= 32768"));
         }
@@ -84,10 +84,10 @@ impl BufRing {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer ring size out of range"))?;
         let entries = Mmap::anonymous(usize::from(count) * std::mem::size_of::<BufRingEntry>(), false)?;
         // Resident up front: the pool is a fixed per-worker cost, rather than RSS that creeps
-        // up as the ring cycles through every buffer. On huge pages where possible: the ring
+        // up as the ring cycles through every buffer. On huge pages if asked (`huge`): the ring
         // hands out a different buffer for every receive, so with 4 KiB pages nearly every
-        // receive would also miss the TLB.
-        let data = Mmap::anonymous(total, true)?;
+        // receive may also miss the TLB (`--uring-huge-pages`; its A/B found no difference).
+        let data = Mmap::anonymous(total, huge)?;
         let n = usize::from(count);
         let mut ring = Self {
             entries,
@@ -331,8 +331,23 @@ mod tests {
     }
 
     #[test]
+    fn huge_pages_are_asked_for_only_when_configured() {
+        // 256 x 16 KiB = 4 MiB: two huge pages' worth.
+        let off = BufRing::new(256, 16 * 1024, BGID, false, false).unwrap();
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        if thp.contains("[always]") {
+            eprintln!("THP is [always] here: a mapping may get huge pages without asking, not checked");
+        } else {
+            assert_eq!(off.huge_kib(), Some(0), "--uring-huge-pages off: no MADV_HUGEPAGE, no huge page");
+        }
+        let on = BufRing::new(256, 16 * 1024, BGID, false, true).unwrap();
+        assert_eq!(on.data.ptr.as_ptr() as usize % super::super::mmap::HUGE_PAGE, 0, "on: huge-page aligned");
+        assert!(on.huge_kib().is_some());
+    }
+
+    #[test]
     fn buffers_are_readable_only_while_lent_and_given_back_once() {
-        let mut r = BufRing::new(4, 64, BGID, false).unwrap();
+        let mut r = BufRing::new(4, 64, BGID, false, false).unwrap();
         assert_eq!(r.tail, 4, "every buffer starts in the ring");
         assert!(r.slice(seg(1, 0, 10)).is_empty(), "a buffer in the ring is the kernel's");
         let mut out = Vec::new();
@@ -353,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_bundle_follows_ring_order_not_id_order() {
-        let mut r = BufRing::new(4, 8, BGID, true).unwrap(); // ring order 3, 2, 1, 0
+        let mut r = BufRing::new(4, 8, BGID, true, false).unwrap(); // ring order 3, 2, 1, 0
         let mut out = Vec::new();
         r.take(3, 20, false, true, &mut out).unwrap();
         assert_eq!(out, [seg(3, 0, 8), seg(2, 0, 8), seg(1, 0, 4)]);
@@ -369,7 +384,7 @@ mod tests {
 
     #[test]
     fn incremental_buffers_lend_pieces_and_return_once_full_and_unreferenced() {
-        let mut r = BufRing::new(2, 16, BGID, false).unwrap();
+        let mut r = BufRing::new(2, 16, BGID, false, false).unwrap();
         r.inc = true;
         let mut a = Vec::new();
         r.take(0, 5, true, false, &mut a).unwrap();

@@ -100,7 +100,8 @@ pub(super) fn pretend_missing(pick: impl Fn(&Techniques) -> bool) -> bool {
 /// Recv bundles have had kernel bugs with buffer ids out of order; a kernel that gets it wrong
 /// fails here and the worker goes on without the technique.
 pub(super) fn self_test(uring: &mut Uring, bundle: bool, inc: bool) -> Result<SelfTest, String> {
-    let mut bufs = BufRing::new(TEST_BUFS, TEST_BUF_SIZE, TEST_BGID, true).map_err(|e| format!("mapping: {e}"))?;
+    let mut bufs =
+        BufRing::new(TEST_BUFS, TEST_BUF_SIZE, TEST_BGID, true, false).map_err(|e| format!("mapping: {e}"))?;
     bufs.register(uring.submitter(), inc).map_err(|e| format!("registering a buffer ring: {e}"))?;
     let result = run_self_test(uring, &mut bufs, bundle);
     if end_probe(uring) {

@@ -24,6 +24,9 @@ pub struct RingConfig {
     pub buf_size: u32,
     /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never).
     pub send_zc_min: usize,
+    /// Map the provided receive buffers for transparent huge pages (aligned, MADV_HUGEPAGE)
+    /// where the pool spans at least one; the system may still refuse them.
+    pub huge_pages: bool,
 }
 
 /// A ring brought up, with what it got.
@@ -108,7 +111,7 @@ pub(super) fn start(cfg: &RingConfig, asked: Techniques) -> Result<Parts, SetupE
     };
     granted.reg_wait = regwait.is_some();
     setup::check(&ring)?;
-    let mut bufs = BufRing::new(cfg.buf_count, cfg.buf_size, BGID, false)
+    let mut bufs = BufRing::new(cfg.buf_count, cfg.buf_size, BGID, false, cfg.huge_pages)
         .map_err(|e| SetupError::Io(io::Error::new(e.kind(), format!("mapping the io_uring receive buffers: {e}"))))?;
     let inc = asked.buf_inc && !pretend_missing(|t| t.buf_inc);
     if asked.buf_inc && !inc {
@@ -166,7 +169,7 @@ pub(super) fn start(cfg: &RingConfig, asked: Techniques) -> Result<Parts, SetupE
             Err(why) => {
                 refuse(&mut fallbacks, "incremental buffers", &format!("the start-up self-test failed: {why}"));
                 bufs.unregister(uring.submitter());
-                bufs = BufRing::new(cfg.buf_count, cfg.buf_size, BGID, false).map_err(|e| {
+                bufs = BufRing::new(cfg.buf_count, cfg.buf_size, BGID, false, cfg.huge_pages).map_err(|e| {
                     SetupError::Io(io::Error::new(e.kind(), format!("mapping the io_uring receive buffers: {e}")))
                 })?;
                 bufs.register(uring.submitter(), false).map_err(|e| buf_ring_failure(&e))?;

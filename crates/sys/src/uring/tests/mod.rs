@@ -15,7 +15,7 @@ use super::*;
 use crate::testing::{uring_feature_refused, uring_refused};
 
 fn cfg() -> RingConfig {
-    RingConfig { sq_entries: 8, cq_entries: 32, buf_count: 8, buf_size: 256, send_zc_min: 0 }
+    RingConfig { sq_entries: 8, cq_entries: 32, buf_count: 8, buf_size: 256, send_zc_min: 0, huge_pages: false }
 }
 
 /// A ring, or `None` (after the require-or-skip rule) where the kernel refuses io_uring.
