@@ -35,6 +35,7 @@ fn weights_3_to_1_split_4000_connections_3_to_1(v: &str) {
     assert_eq!((na, nb), (tags[0], tags[1]), "{v}: the upstreams' counts match the answers");
     assert_eq!(na + nb, 4000, "{v}");
     let ratio = na as f64 / nb as f64;
+    eprintln!("{v}: weights 3:1 over 4000 connections gave {na}:{nb} ({ratio:.2}:1)");
     assert!((2.7..=3.3).contains(&ratio), "{v}: weights 3:1 gave {na}:{nb}");
 }
 
@@ -104,6 +105,9 @@ fn consistent_hash_is_sticky_and_moves_only_the_removed_share(v: &str) {
     let c_addr = c.addr;
     wait_metrics(m, "C down", |s| s.upstream("up", c_addr) == 0.0);
     let down = landing(&px, v);
+    let moved = before.iter().zip(&down).filter(|(w, n)| w != n).count();
+    let on_c = before.iter().filter(|&&t| t == b'C').count();
+    eprintln!("{v}: hash: C had {on_c} of {} client addresses; {moved} moved when C went down", before.len());
     for (i, (was, now)) in before.iter().zip(&down).enumerate() {
         assert!(*now != b'C' && (was == now || *was == b'C'), "{v}: client {i} moved from {was} to {now}");
     }
