@@ -129,6 +129,7 @@ def main():
     ap.add_argument("--costs")
     ap.add_argument("--profile")
     ap.add_argument("--readme")
+    ap.add_argument("--ab", nargs="*", default=[], help="ab.md files written by the uring-*-ab.py scripts")
     a = ap.parse_args()
     if a.readme:
         update_readme(a.readme, a.main)
@@ -147,7 +148,10 @@ def main():
       "(`taskset`); reference servers run the same way. This machine is a shared VM whose noise is large "
       "(a cell's repeats spread up to ±30%), so no single figure is a verdict: servers run in paired, "
       "interleaved rounds and every comparison is a ratio with its 95% confidence interval.\n")
-    p("Regenerate everything with `bash bench-scripts/regen-docs.sh`, which runs:\n")
+    p("The commands that produced these figures are below, each table also names its own. "
+      "`bash bench-scripts/regen-docs.sh` runs all of them and rewrites this page; its defaults "
+      "are longer (3 s after 1 s of warm-up, rounds added until every headline interval is "
+      "within ±5%), and its header says how to shorten them.\n")
     p("```sh")
     for d in (main_dir, idle_dir, a.sweep, a.veth):
         if have(d):
@@ -170,6 +174,12 @@ def main():
     p("## Full comparison\n")
     with open(os.path.join(main_dir, "report.md")) as f:
         body = f.read().split("\n", 1)[1]
+    # The report's own headline is the table above; its other sections sit one level down.
+    i = body.find("\n## Headline")
+    if i >= 0:
+        j = body.find("\n## ", i + 1)
+        body = body[:i] + (body[j:] if j >= 0 else "")
+    body = body.replace("\n## ", "\n### ")
     p(body.replace("](", f"]({os.path.relpath(main_dir, doc_dir)}/"))
 
     if have(a.sweep):
@@ -177,7 +187,8 @@ def main():
         p("\n## Latency against load (rate sweep)\n")
         p("Open loop at rising offered rates (fractions of the fastest server's closed-loop maximum, the same "
           "rates for every server), latency corrected for coordinated omission. A server's **knee** is the "
-          f"highest achieved rate whose p99 stayed at or under {r.get('slo_us', 1000):.0f} µs.\n")
+          f"highest achieved rate whose p99 stayed at or under {r.get('slo_us', 1000):.0f} µs. Each point is "
+          "one run, so a knee is known to within one rate step, and one noisy run can move it a step.\n")
         p(f"![latency against throughput]({rel(doc_dir, a.sweep, 'curves.svg')})\n")
         p("| workload | server | knee req/s | p99 at knee µs | max req/s | knee / epoll's |")
         p("|---|---|---|---|---|---|")
@@ -219,7 +230,7 @@ def main():
         if i >= 0:
             j = rep.find("\n## ", i + 1)
             section = rep[i:j if j >= 0 else len(rep)].rstrip()
-            p(section.replace("## Idle connections:", "### Latency and CPU against zero idle and against epoll:", 1)
+            p(section.replace("## Idle connections: latency", "### Latency", 1)
                      .replace("\n### ", "\n#### "))
             p("")
         top_active = max(actives) if actives else 64
@@ -286,6 +297,20 @@ def main():
                             "is about stands, but" if top else "")
                 p(f"The expectation (within about 1.2x) is **not met** in this run by {', '.join(over)};{contrast} "
                   "the 1.2x bound does not hold on every run on this machine.")
+    abs_ = [x for x in a.ab if os.path.exists(x)]
+    if abs_:
+        p("\n## io_uring techniques, one at a time (A/B)\n")
+        p("Each technique behind a `ringpoll serve --uring-*` flag, measured off against on as two rows "
+          "of the uring backend in the same paired, interleaved rounds (`bench-scripts/uring-NAME-ab.py`, "
+          "which runs the `ringpoll compare --variant` command shown above its table). The ratio is on / off "
+          "(below 1.0: the technique saves CPU), the geometric mean of the per-round ratios with its 95% "
+          "interval; \"no difference detectable\" when that interval spans 1.0. All of them are here, the "
+          "ones that lost included. Closed loop, so a technique that lets the worker batch more also shows "
+          "as less CPU per request. The flags' defaults follow these runs: a technique is on only where it "
+          "measurably saves CPU or brings something else (docs/OPERATIONS.md).\n")
+        for x in abs_:
+            with open(x) as f:
+                p(f.read().rstrip() + "\n")
     if extras:
         p("\n## Where the server's time goes\n")
         p("Two diagnostics explain the CPU figures above; each comes from its own run of the command "

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 RINGPOLL = os.path.join(ROOT, "target/release/ringpoll")
@@ -23,6 +23,8 @@ class Server:
     proc: subprocess.Popen
     addr: str
     tmpdir: str | None = None
+    # Started for this server and stopped with it (a proxy's upstream).
+    deps: list = field(default_factory=list)
 
     def target(self, mode):
         return f"http://{self.addr}/" if mode == "http" else self.addr
@@ -36,6 +38,8 @@ class Server:
             self.proc.wait()
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+        for d in self.deps:
+            d.stop()
 
 
 def ensure_ringpoll():
@@ -65,10 +69,15 @@ def start_peer(binary):
     return _announced([path, "--listen", "127.0.0.1:0"]) if os.path.exists(path) else None
 
 
-def start_nginx():
-    """nginx answering `return 200 "Hello, World!"`: one worker, access log off."""
+def start_nginx(upstream=None):
+    """nginx answering `return 200 "Hello, World!"`: one worker, access log off. With
+    `upstream` (HOST:PORT), an nginx `stream` TCP proxy to it instead (as `ringpoll compare`)."""
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if not nginx:
+        return None
+    module = next((m for m in ("/usr/lib/nginx/modules/ngx_stream_module.so",
+                               "/usr/share/nginx/modules/ngx_stream_module.so") if os.path.exists(m)), None)
+    if upstream and not module:
         return None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,11 +85,17 @@ def start_nginx():
     d = tempfile.mkdtemp(prefix="ringpoll-nginx-")
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
+        if upstream:
+            f.write(f"load_module {module};\n")
         f.write(f"daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n"
-                f"error_log {d}/error.log warn;\nevents {{ worker_connections 20000; multi_accept on; }}\n"
-                f"http {{\n access_log off;\n keepalive_requests 100000000;\n server {{\n"
-                f"  listen 127.0.0.1:{port} reuseport;\n"
-                f"  location / {{ default_type text/plain; return 200 \"Hello, World!\"; }}\n }}\n}}\n")
+                f"error_log {d}/error.log warn;\nevents {{ worker_connections 20000; multi_accept on; }}\n")
+        if upstream:
+            f.write(f"stream {{\n server {{\n  listen 127.0.0.1:{port} reuseport;\n  proxy_pass {upstream};\n"
+                    f"  tcp_nodelay on;\n }}\n}}\n")
+        else:
+            f.write(f"http {{\n access_log off;\n keepalive_requests 100000000;\n server {{\n"
+                    f"  listen 127.0.0.1:{port} reuseport;\n"
+                    f"  location / {{ default_type text/plain; return 200 \"Hello, World!\"; }}\n }}\n}}\n")
     p = subprocess.Popen(["taskset", "-c", SERVER_CPU, nginx, "-p", d, "-c", conf, "-e", f"{d}/error.log"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(250):
@@ -94,10 +109,30 @@ def start_nginx():
     return None
 
 
+def behind_upstream(start):
+    """A start function for a proxy: a ringpoll echo upstream on the load CPU (not measured, as
+    in `ringpoll compare`), then `start(upstream_addr)`; the upstream stops with the proxy."""
+    def go():
+        up = start_ringpoll("echo", "epoll", cpu=LOAD_CPU)
+        try:
+            srv = start(up.addr)
+        except Exception:
+            up.stop()
+            raise
+        if srv is None:
+            up.stop()
+            return None
+        srv.deps.append(up)
+        return srv
+    return go
+
+
 def load_cmd(mode, conns, target, secs, warmup="0s", size=64, idle=0):
     """`ringpoll load -t1` pinned to the load CPU, JSON output (plus `idle` idle connections)."""
     extra = ["--idle", str(idle)] if idle else []
-    return ["taskset", "-c", LOAD_CPU, RINGPOLL, "load", "--mode", mode, "--size", str(size), "-t1",
+    if mode == "echo":  # `ringpoll load` refuses a flag its mode would ignore
+        extra += ["--size", str(size)]
+    return ["taskset", "-c", LOAD_CPU, RINGPOLL, "load", "--mode", mode, "-t1",
             "-c", str(conns), "-d", f"{secs}s", "--warmup", warmup, *extra, "--json", target]
 
 
@@ -128,4 +163,12 @@ WORKLOADS = [
                               ("uring", lambda: start_ringpoll("http", "uring")),
                               ("tokio", lambda: start_peer("tokio-http")),
                               ("nginx", start_nginx)]),
+    # Proxy, 16 KiB messages (the load speaks echo through the proxy; see SIZES).
+    ("proxy-16KiB-c64", "echo", 64, [
+        ("epoll", behind_upstream(lambda up: start_ringpoll("proxy", "epoll", "--upstream", up))),
+        ("uring", behind_upstream(lambda up: start_ringpoll("proxy", "uring", "--upstream", up))),
+        ("nginx", behind_upstream(lambda up: start_nginx(up)))]),
 ]
+
+# Message size of a workload's requests, where not 64 bytes.
+SIZES = {"proxy-16KiB-c64": 16 * 1024}

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import SERVER_CPU, WORKLOADS, ensure_ringpoll, load_cmd  # noqa: E402
+from benchlib import SERVER_CPU, SIZES, WORKLOADS, ensure_ringpoll, load_cmd  # noqa: E402
 
 ap = argparse.ArgumentParser(description="CPU 0 profile by category, per request")
 ap.add_argument("seconds", nargs="?", type=int, default=4)
@@ -80,8 +80,8 @@ def category(dso_kind, sym):
     return "other kernel"
 
 
-def profile(srv, mode, conns):
-    load = subprocess.Popen(load_cmd(mode, conns, srv.target(mode), secs + 2 + int(settle), idle=idle),
+def profile(srv, mode, conns, size):
+    load = subprocess.Popen(load_cmd(mode, conns, srv.target(mode), secs + 2 + int(settle), size=size, idle=idle),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(settle)
     with tempfile.TemporaryDirectory() as d:
@@ -114,7 +114,7 @@ for wname, mode, conns, servers in WORKLOADS:
         if srv is None:
             continue
         try:
-            rps, shares = profile(srv, mode, conns)
+            rps, shares = profile(srv, mode, conns, SIZES.get(wname, 64))
         finally:
             srv.stop()
         cols.append((sname, rps, shares))

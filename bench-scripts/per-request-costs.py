@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import WORKLOADS, ensure_ringpoll, load_cmd  # noqa: E402
+from benchlib import SIZES, WORKLOADS, ensure_ringpoll, load_cmd  # noqa: E402
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 secs = int(args[0]) if args else 5
@@ -43,9 +43,9 @@ if not alloc_events:
     print("note: libc uprobes unavailable; allocations are not counted", file=sys.stderr)
 
 
-def perf_load(pid, mode, conns, target, events):
+def perf_load(pid, mode, conns, target, events, size=64):
     """Run the load (no warm-up) under `perf stat -p PID`; returns (load JSON, counts)."""
-    load = load_cmd(mode, conns, target, secs)
+    load = load_cmd(mode, conns, target, secs, size=size)
     with tempfile.NamedTemporaryFile("r", suffix=".csv") as f:
         perf = ["perf", "stat", "-x", ",", "-o", f.name, "-p", str(pid)]
         for e in events:
@@ -60,16 +60,16 @@ def perf_load(pid, mode, conns, target, events):
     return json.loads(r.stdout), counts
 
 
-def measure(mode, conns, srv):
+def measure(mode, conns, srv, size=64):
     """Two runs against one server: system calls (no uprobes, which would slow an allocating
     server down and change how its calls batch), then allocations."""
     pid, target = srv.proc.pid, srv.target(mode)
     try:
-        out, sc = perf_load(pid, mode, conns, target, ["raw_syscalls:sys_enter", "syscalls:sys_enter_*"])
+        out, sc = perf_load(pid, mode, conns, target, ["raw_syscalls:sys_enter", "syscalls:sys_enter_*"], size)
         reqs = max(out["requests"], 1)
         allocs = None
         if alloc_events:
-            a_out, ac = perf_load(pid, mode, conns, target, alloc_events)
+            a_out, ac = perf_load(pid, mode, conns, target, alloc_events, size)
             allocs = (sum(ac.values()), max(a_out["requests"], 1))
     finally:
         srv.stop()
@@ -91,7 +91,7 @@ try:
             if srv is None:
                 lines.append(f"| {sname} | not available | | | |")
                 continue
-            rps, per, allocs = measure(mode, conns, srv)
+            rps, per, allocs = measure(mode, conns, srv, SIZES.get(name, 64))
             total = per.pop("sys_enter", 0.0)
             kinds = sorted(((k.removeprefix("sys_enter_"), v) for k, v in per.items() if v >= 0.005),
                            key=lambda kv: -kv[1])

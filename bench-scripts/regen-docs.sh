@@ -4,7 +4,7 @@
 # experiment, a rate sweep with knees, and (as root) loopback beside a veth pair. Server
 # pinned to CPU 0 with one worker, load on CPU 1. Run it on quiet CPUs.
 #
-#   bash bench-scripts/regen-docs.sh            # full runs (about 90 minutes on 2 cores)
+#   bash bench-scripts/regen-docs.sh            # full runs (about 2 hours on 2 cores)
 #   QUICK=1 bash bench-scripts/regen-docs.sh    # short runs, to check the pipeline
 #   MAX_TIME=20m bash bench-scripts/regen-docs.sh   # bound the main run differently
 set -euo pipefail
@@ -37,6 +37,21 @@ if [ "$(id -u)" = 0 ]; then
     veth=(--veth docs/bench/veth)
 fi
 
+# Every io_uring technique, off against on (paired rounds of the uring backend); each ab.md is
+# kept in docs/bench/ab/ (the raw results stay in bench-out/).
+ab_timing=(--duration "${AB_DURATION:-2s}" --warmup "${AB_WARMUP:-500ms}" --rounds "${AB_ROUNDS:-5}")
+[ "${QUICK:-0}" = 1 ] && ab_timing=(--quick)
+mkdir -p docs/bench/ab
+ab=()
+for t in fixed-files bundle echo-zero-copy buf-inc sqpoll reg-wait huge-pages; do
+    if python3 "bench-scripts/uring-$t-ab.py" "${ab_timing[@]}" --out "bench-out/ab-$t" >/dev/null; then
+        cp "bench-out/ab-$t/ab.md" "docs/bench/ab/$t.md"
+        ab+=("docs/bench/ab/$t.md")
+    else
+        echo "the $t A/B failed; its section is left out" >&2
+    fi
+done
+
 # Where the time goes: system calls and allocations per request, and a sampled CPU profile
 # (both need root and perf; skipped without them).
 extras=()
@@ -48,7 +63,10 @@ if command -v perf >/dev/null && [ "$(id -u)" = 0 ]; then
     extras=(--costs docs/bench/costs.md --profile docs/bench/profile.md)
 fi
 
+# Committed beside the docs: per-run histograms dropped, floats rounded (slim-results.py).
+python3 bench-scripts/slim-results.py docs/bench/*/results.json
+
 python3 bench-scripts/assemble.py --main docs/bench/main --idle docs/bench/idle --sweep docs/bench/sweep \
-    "${veth[@]}" "${extras[@]}" > docs/BENCHMARKS.md
+    "${veth[@]}" "${extras[@]}" --ab "${ab[@]}" > docs/BENCHMARKS.md
 python3 bench-scripts/assemble.py --readme README.md --main docs/bench/main
 echo "wrote docs/BENCHMARKS.md and the headline in README.md"
