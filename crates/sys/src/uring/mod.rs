@@ -456,9 +456,12 @@ impl<T: Copy> Ring<T> {
     pub fn enter(&mut self, max_wait: Duration, batch: u32) -> io::Result<()> {
         self.done.give_back(&mut self.bufs);
         self.uring.flush_backlog();
-        // Never wait while completions are already there to be handled, posted or in task
-        // work: the enter then only submits and runs the task work.
-        let busy = self.uring.backlogged() || self.ready();
+        // Never wait while completions are already there to be handled (reaped or posted):
+        // the enter then only submits. Completions still in task work do not count: the
+        // enter runs that work first and they count toward `batch`, so a busy worker still
+        // gathers its batch (a worker with one active connection asks for one completion,
+        // which the task work itself provides).
+        let busy = self.uring.backlogged() || self.done.pending() || self.uring.cq_ready();
         let sends = std::mem::take(&mut self.sends_queued);
         let wait = (!busy && !max_wait.is_zero()).then(|| {
             if self.min_timeout && batch > 1 {
