@@ -60,13 +60,19 @@ fn sigterm_under_http_load_answers_every_request(backend: &str) {
     let v = load_report(load, &out, backend);
     let errors = &v["errors"];
     // Nothing listens once the signal came: reconnects after a `Connection: close` are refused,
-    // and counted as connect errors. Every other kind would be a lost request.
+    // and counted as connect errors; so is one whose handshake the kernel completed in the
+    // instant between the worker's last accept and its closing the listener, which the close
+    // resets (without a successor to inherit the queue, as with nginx). No request was sent on
+    // either. Every other kind would be a lost request.
     for k in ["read", "write", "timeout", "status", "mismatch"] {
         assert_eq!(errors[k].as_u64(), Some(0), "{backend}: errors.{k}: {v}");
     }
     if errors["connect"].as_u64() != Some(0) {
         let first = v["first_error"].as_str().unwrap_or_default();
-        assert!(first.contains("refused"), "{backend}: {v}");
+        assert!(
+            first.starts_with("connect: ") && (first.contains("refused") || first.contains("reset")),
+            "{backend}: {v}"
+        );
     }
     assert_eq!(v["incomplete"].as_u64(), Some(0), "{backend}: {v}");
     // Every response the server produced reached the load, and the load got an answer to

@@ -64,6 +64,18 @@ impl Upstreams {
         self.balancers.get_mut(group(cfg, listener))
     }
 
+    /// A pair of `listener` reached its deadline: let its lifecycle act on it, and when that
+    /// was the connect deadline, account the failed connect (the pair then retries once
+    /// elsewhere or gives up, as `ProxyPair::on_timer` decides).
+    pub fn pair_timer(&mut self, cfg: &Config, stats: &Counters, now: Instant, listener: usize, life: &mut ProxyPair) {
+        let upstream = life.upstream();
+        let Some(bal) = self.balancer(cfg, listener) else { return };
+        if life.on_timer(now, &cfg.listeners[listener].pair, bal) {
+            let addr = upstream.and_then(|i| addr(cfg, listener, i));
+            self.connect_failed(stats, now, addr, &io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        }
+    }
+
     /// Log a failed connect (they are counted by the balancer).
     pub fn connect_failed(&mut self, stats: &Counters, now: Instant, addr: Option<SocketAddr>, e: &io::Error) {
         if self.failed_log.allow(now) {

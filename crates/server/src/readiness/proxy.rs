@@ -479,13 +479,7 @@ impl<P: Poller> Handler<P> for Proxies {
                 continue;
             }
             pair.timer = None;
-            let (listener, upstream) = (pair.listener, pair.life.upstream());
-            let Some(bal) = self.upstreams.balancer(&core.cfg, listener) else { continue };
-            if pair.life.on_timer(core.clock.now(), pair_cfg(core, listener), bal) {
-                let addr = upstream.and_then(|i| upstreams::addr(&core.cfg, listener, i));
-                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-                self.upstreams.connect_failed(&core.stats, core.clock.now(), addr, &e);
-            }
+            self.upstreams.pair_timer(&core.cfg, &core.stats, core.clock.now(), pair.listener, &mut pair.life);
             self.settle(core, key);
         }
         self.due = due;
