@@ -38,7 +38,11 @@ fn echo_and_http_against_the_server_report_clean_json() {
 
 #[test]
 fn a_dead_target_fails_clearly_in_bounded_time() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Bound, never listening, held for the whole test: refused, and no other test's server
+    // can be given the port meanwhile.
+    let hold = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    hold.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = hold.local_addr().unwrap().as_socket().unwrap().port();
     let t = Instant::now();
     let (code, _, err) = load(&["-c", "4", "-d", "5s", &format!("127.0.0.1:{port}")]);
     assert_eq!(code, Some(1), "{err}");

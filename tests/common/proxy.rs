@@ -191,8 +191,14 @@ impl Go {
 
 /// A port nobody listens on.
 pub fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    // Bound but not listening, and kept bound until the test process ends: connects to it
+    // are refused, and no other test's server can be given the port meanwhile (a port only
+    // released would be free for the next bind to port 0, and then answer).
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(s);
+    addr
 }
 
 /// Wait (bounded) for `cond` on fresh scrapes; panics with `what` if it never holds.
