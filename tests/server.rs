@@ -122,7 +122,8 @@ fn emfile_neither_spins_nor_stalls(backend: &str) {
 fn sigterm_completes_in_flight_responses_and_exits_zero(backend: &str) {
     const CONNS: usize = 50;
     const BATCH: usize = 200;
-    let srv = ServerProc::start(backend, "http", &[]);
+    let srv = ServerProc::start(backend, "http", &["--metrics", "127.0.0.1:0"]);
+    let m = srv.metrics_addr();
     let mut readers: Vec<_> = (0..CONNS).map(|_| Reader::new(srv.connect())).collect();
     // Every connection is accepted and served once.
     for r in &mut readers {
@@ -133,6 +134,13 @@ fn sigterm_completes_in_flight_responses_and_exits_zero(backend: &str) {
     for r in &mut readers {
         r.stream.write_all(&batch).unwrap();
     }
+    // The signal comes once the server has answered every request (the responses wait in the
+    // sockets, unread): those are in flight and must all arrive. A request the server had not
+    // read yet would instead get the draining server's `Connection: close` and no more.
+    let all = (CONNS * (BATCH + 1)) as u64;
+    common::metrics::wait_for(m, "every request answered", |s| {
+        common::metrics::sum(s, "ringpoll_requests_total", &[]) >= all
+    });
     signal(srv.pid(), "TERM");
     for (i, r) in readers.iter_mut().enumerate() {
         for j in 0..BATCH {
