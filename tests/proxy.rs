@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::proxy::{closed_port, custom_upstream, proxy_to};
+use common::proxy::{closed_port, custom_upstream, expect_closed, proxy_to};
 use common::*;
 
 // Every body runs on every backend and relay variant.
@@ -163,16 +163,7 @@ fn upstream_down_closes_the_client_promptly(backend: &str) {
     // The refused connect closes the client, not the connect timeout (far beyond the read's).
     let px = proxy_to(backend, &[closed_port()], &["--connect-timeout", "300s"]);
     for _ in 0..5 {
-        // Raw connect: the proxy may reset the connection before any socket option is set.
-        let mut c = TcpStream::connect(px.addr).unwrap();
-        let _ = c.write_all(b"anyone?");
-        let _ = c.set_read_timeout(Some(IO_TIMEOUT));
-        let mut buf = [0u8; 8];
-        match c.read(&mut buf) {
-            Ok(0) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            other => panic!("{backend}: expected a close, got {other:?}"),
-        }
+        expect_closed(px.addr, b"anyone?", backend);
     }
     let (code, err) = px.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));

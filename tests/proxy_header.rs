@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener};
 
-use common::proxy::{connect_from, metrics_addr, proxy_to, wait_metrics, Metrics};
+use common::proxy::{connect_from, expect_closed, metrics_addr, proxy_to, wait_metrics, Metrics};
 use common::*;
 
 on_every_proxy_variant!(
@@ -77,20 +77,6 @@ fn send_proxy_v1_and_v2_headers_are_byte_exact(v: &str) {
     }
 }
 
-/// Send `bytes`; the proxy must close the connection (FIN or reset) without a byte.
-fn refused(px: &ServerProc, bytes: &[u8], v: &str) {
-    // Raw connect: the proxy may reset the connection before any socket option is set.
-    let mut c = TcpStream::connect(px.addr).unwrap();
-    let _ = c.write_all(bytes);
-    let _ = c.set_read_timeout(Some(IO_TIMEOUT));
-    let mut buf = [0u8; 64];
-    match c.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        other => panic!("{v}: expected a close for {bytes:?}, got {other:?}"),
-    }
-}
-
 fn accept_proxy_takes_v1_and_v2_and_refuses_the_rest(v: &str) {
     let up = mirror_upstream();
     // The upstream gets a v1 header of its own: it shows which client address was passed on.
@@ -127,7 +113,7 @@ fn accept_proxy_takes_v1_and_v2_and_refuses_the_rest(v: &str) {
         &bad_v2,
     ];
     for b in bad {
-        refused(&px, b, v);
+        expect_closed(px.addr, b, v);
     }
     wait_metrics(m, "the refusals counted", |s| s.closed("proxy_header") == bad.len() as f64);
     let s = Metrics::scrape(m);
@@ -155,7 +141,7 @@ fn a_header_that_never_comes_closes_the_client_at_its_deadline(v: &str) {
     std::fs::remove_file(&path).unwrap();
     let m = metrics_addr(&px);
     // Silent, and half a header: only the header deadline can close them within IO_TIMEOUT.
-    refused(&px, b"", v);
-    refused(&px, b"PROXY TCP4 127.1.2.3 ", v);
+    expect_closed(px.addr, b"", v);
+    expect_closed(px.addr, b"PROXY TCP4 127.1.2.3 ", v);
     wait_metrics(m, "the late headers counted", |s| s.closed("proxy_header") == 2.0);
 }

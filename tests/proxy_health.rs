@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::proxy::{closed_port, metrics_addr, proxy_to, round_trip, wait_metrics};
+use common::proxy::{closed_port, expect_closed, metrics_addr, proxy_to, round_trip, wait_metrics};
 use common::upstream::TestUpstream;
 use common::*;
 
@@ -119,20 +118,6 @@ fn a_killed_upstream_fails_no_new_client_and_returns_after_the_rise_count(v: &st
     }
 }
 
-/// Connect and write; the proxy must close the connection (nothing else can within IO_TIMEOUT).
-fn expect_closed(px: &ServerProc, v: &str) {
-    // Raw connect: the proxy may reset the connection before any socket option is set.
-    let mut c = TcpStream::connect(px.addr).unwrap();
-    let _ = c.write_all(b"anyone?");
-    let _ = c.set_read_timeout(Some(IO_TIMEOUT));
-    let mut buf = [0u8; 8];
-    match c.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        other => panic!("{v}: expected a close, got {other:?}"),
-    }
-}
-
 fn no_usable_upstream_closes_clients_at_once_counted_and_logged_once_a_second(v: &str) {
     const CLIENTS: usize = 40;
     // Two upstreams nobody listens on: refused connects (one retry each), then, with active
@@ -146,7 +131,7 @@ fn no_usable_upstream_closes_clients_at_once_counted_and_logged_once_a_second(v:
         px.collect_stderr();
         let t0 = Instant::now();
         for _ in 0..CLIENTS {
-            expect_closed(&px, v);
+            expect_closed(px.addr, b"anyone?", v);
         }
         let elapsed = t0.elapsed();
         wait_metrics(m, "the closes counted", |s| s.closed("upstream") == CLIENTS as f64);

@@ -189,6 +189,21 @@ impl Go {
     }
 }
 
+/// Connect to `addr` and send `bytes`; the proxy must close the connection (FIN or reset)
+/// without answering a byte, within IO_TIMEOUT.
+pub fn expect_closed(addr: SocketAddr, bytes: &[u8], what: &str) {
+    // Raw connect: the proxy may reset the connection before any socket option is set.
+    let mut c = TcpStream::connect(addr).unwrap();
+    let _ = c.write_all(bytes);
+    let _ = c.set_read_timeout(Some(IO_TIMEOUT));
+    let mut buf = [0u8; 64];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{what}: expected a close after sending {bytes:?}, got {other:?}"),
+    }
+}
+
 /// A port nobody listens on.
 pub fn closed_port() -> SocketAddr {
     // Bound but not listening, and kept bound until the test process ends: connects to it
