@@ -204,9 +204,8 @@ fn out_of_descriptors_the_metrics_thread_backs_off() {
     let m = srv.metrics_addr();
     let pid = srv.pid();
     assert_eq!(sum(&scrape(m), "ringpoll_metrics_accept_backoffs_total", &[]), 0);
-    // Every descriptor number below the limit in use: the metrics thread answers the scrape its
-    // blocked accept already holds a descriptor for, then runs out on the next accept. (A
-    // blocked accept reserves its descriptor, which is why /proc shows a gap.)
+    // Every descriptor number below the limit in use (the metrics thread waits in poll, so it
+    // holds no reserved descriptor that /proc cannot show): the scrapes must wait.
     let soft = std::fs::read_to_string(format!("/proc/{pid}/limits"))
         .unwrap()
         .lines()
@@ -222,15 +221,20 @@ fn out_of_descriptors_the_metrics_thread_backs_off() {
             s
         })
         .collect();
-    let (status, head, _) = common::metrics::finish(&mut waiting[0]);
-    assert_eq!(status, 200, "{head}");
     // Out of descriptors for a while: a metrics thread that spins on EMFILE counts hundreds of
     // thousands of failed accepts a second.
     std::thread::sleep(Duration::from_secs(1));
+    waiting[0].set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        std::io::Read::read(&mut waiting[0], &mut b).is_err(),
+        "a scrape was answered although the process had no descriptor to accept it with"
+    );
+    waiting[0].set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     set_nofile(pid, &soft);
     // Descriptors free again: the waiting scrapes are answered.
     let mut last = String::new();
-    for s in &mut waiting[1..] {
+    for s in &mut waiting {
         let (status, head, body) = common::metrics::finish(s);
         assert_eq!(status, 200, "{head}");
         last = body;

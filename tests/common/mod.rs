@@ -344,9 +344,19 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// Open descriptors of a process, counting the sockets in its io_uring fixed file tables
 /// (direct descriptors have no descriptor number: the ring's fdinfo lists them).
 pub fn fd_count(pid: u32) -> usize {
+    fd_count_below(pid, usize::MAX)
+}
+
+/// Like [`fd_count`], but only descriptors numbered below `limit`: what counts against an
+/// RLIMIT_NOFILE of `limit`. (A descriptor the test's own environment leaked into the process
+/// may have any number, and one above the limit must not make the process look full.)
+pub fn fd_count_below(pid: u32, limit: usize) -> usize {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
     let mut n = 0;
     for e in dir.flatten() {
+        if e.file_name().to_str().and_then(|f| f.parse::<usize>().ok()).is_none_or(|fd| fd >= limit) {
+            continue;
+        }
         n += 1;
         if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("io_uring")) {
             let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy()));

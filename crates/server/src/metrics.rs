@@ -10,13 +10,14 @@
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringpoll_proto::upstream::HealthBoard;
 use ringpoll_proto::CloseReason;
-use ringpoll_sys::socket::{is_per_connection_accept_error, is_resource_exhaustion};
+use ringpoll_sys::socket::{self, is_per_connection_accept_error, is_resource_exhaustion};
 use tracing::{debug, warn};
 
 use crate::accesslog::Dropped;
@@ -38,9 +39,13 @@ pub struct Source {
     pub accept_backoffs: Arc<AtomicU64>,
 }
 
-/// Bind the metrics listener (blocking, for the metrics thread).
+/// Bind the metrics listener (non-blocking: the metrics thread waits for connections in
+/// poll(2), see [`serve`]).
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} for --metrics: {e}")))
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr} for --metrics: {e}"));
+    let l = TcpListener::bind(addr).map_err(context)?;
+    l.set_nonblocking(true).map_err(context)?;
+    Ok(l)
 }
 
 /// Serve `listener` on a background thread.
@@ -51,14 +56,20 @@ pub fn spawn(listener: TcpListener, source: Source) -> io::Result<()> {
 
 fn serve(listener: &TcpListener, source: &Source) {
     let mut log = RateLimit::new(Duration::from_secs(1));
+    // The listener is non-blocking (from `bind`, or handed over by `--takeover`): waited for
+    // in poll(2), never in a blocking accept(2) (see `socket::wait_acceptable`).
     loop {
-        match listener.accept() {
-            Ok((s, _)) => {
+        let accepted = socket::wait_acceptable(listener.as_fd()).and_then(|()| listener.accept());
+        // Each answer blocks, bounded by its timeouts.
+        match accepted.and_then(|(s, _)| s.set_nonblocking(false).map(|()| s)) {
+            Ok(s) => {
                 if let Err(e) = answer(s, source) {
                     debug!("metrics: {e}");
                 }
             }
-            Err(e) if is_per_connection_accept_error(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if is_per_connection_accept_error(&e)
+                    || matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(e) => {
                 source.accept_backoffs.fetch_add(1, Relaxed);
                 if log.allow(Instant::now()) {

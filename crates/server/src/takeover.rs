@@ -25,7 +25,7 @@ use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ringpoll_sys::handover;
+use ringpoll_sys::{handover, socket};
 use tracing::{info, warn};
 
 /// How long the old process waits for the new one to say READY.
@@ -165,10 +165,15 @@ pub fn withdraw(offer: &SharedOffer) {
 /// Answer takeover requests on `listener` (from [`bind_control`]) until one succeeds; then
 /// call `stop` (start draining). Runs on its own thread.
 pub fn serve(listener: UnixListener, offer: SharedOffer, stop: Arc<dyn Fn() + Send + Sync>) -> io::Result<()> {
+    // Waited for in poll(2), never in a blocking accept(2) (see `socket::wait_acceptable`).
+    listener.set_nonblocking(true)?;
     std::thread::Builder::new().name("ringpoll-takeover".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let conn = match conn {
+        loop {
+            let accepted = socket::wait_acceptable(listener.as_fd()).and_then(|()| listener.accept());
+            // The conversation blocks, bounded by its read timeouts.
+            let conn = match accepted.and_then(|(c, _)| c.set_nonblocking(false).map(|()| c)) {
                 Ok(c) => c,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
                 Err(e) => {
                     warn!("takeover control socket: {e}");
                     std::thread::sleep(crate::ACCEPT_BACKOFF);

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -90,6 +90,24 @@ pub fn accept(listener: &TcpListener) -> io::Result<Option<TcpStream>> {
         // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
         TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
     }))
+}
+
+/// Wait in poll(2) until the non-blocking listener `fd` has a connection to accept, for the
+/// server's helper threads (metrics endpoint, takeover control socket), which then accept
+/// without blocking.
+///
+/// Such a thread must never wait in a blocking accept(2): the kernel reserves the descriptor
+/// number for the connection before it waits, and that reservation counts against
+/// RLIMIT_NOFILE while appearing nowhere in /proc/PID/fd. Each waiting thread would make the
+/// server run out of descriptors one early, invisibly.
+pub fn wait_acceptable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    count_syscall();
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether an accept error means the process or system ran out of descriptors (or memory
