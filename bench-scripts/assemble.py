@@ -83,12 +83,13 @@ def rounds_of(r, w):
 def how(r):
     """One sentence on how the headline was produced."""
     t = r.get("target_ci")
-    target = f", rounds added until every headline interval was within ±{t * 100:.0f}% or time ran out" if t else ""
+    target = f", rounds added until every interval was within ±{t * 100:.0f}% or time ran out" if t else ""
     return (f"Ratios of server CPU per request (process utime+stime) over paired rounds: per workload every "
             f"server ran once per round in a shuffled order, {r['duration_s']:g} s measured after "
             f"{r['warmup_s']:g} s warm-up, one worker pinned to CPU {r.get('server_cpu', 0)}, `ringpoll load -t1` "
             f"on CPU {r.get('load_cpu', 1)}{target}. Each cell: the ratio and its 95% confidence interval "
-            f"(Student-t on the per-round log ratios); **bold** when the interval excludes 1.0, \"no difference\" "
+            f"({r.get('interval_method') or 'Student-t interval on the per-round log ratios'}); **bold** when the "
+            f"interval excludes 1.0, \"no difference\" "
             f"when it spans 1.0. From `{r['command']}`.")
 
 
@@ -128,6 +129,8 @@ def main():
     ap.add_argument("--veth")
     ap.add_argument("--costs")
     ap.add_argument("--profile")
+    ap.add_argument("--stability", help="how reproducible the verdicts are: a markdown file kept beside the docs "
+                                        "(host-regimes.py and verdict-agreement.py outputs), included as it is")
     ap.add_argument("--readme")
     ap.add_argument("--ab", nargs="*", default=[], help="ab.md files written by the uring-*-ab.py scripts")
     a = ap.parse_args()
@@ -149,9 +152,9 @@ def main():
       "(a cell's repeats spread up to ±30%), so no single figure is a verdict: servers run in paired, "
       "interleaved rounds and every comparison is a ratio with its 95% confidence interval.\n")
     p("The commands that produced these figures are below, each table also names its own. "
-      "`bash bench-scripts/regen-docs.sh` runs all of them and rewrites this page; its defaults "
-      "are longer (3 s after 1 s of warm-up, rounds added until every headline interval is "
-      "within ±5%), and its header says how to shorten them.\n")
+      "`bash bench-scripts/regen-docs.sh` runs all of them and rewrites this page (main matrix: "
+      "at least 10 rounds of 1 s after 0.5 s of warm-up, more until every interval is within ±5%; "
+      "the other suites: 3 s after 1 s), and its header says how to change that.\n")
     p("```sh")
     for d in (main_dir, idle_dir, a.sweep, a.veth):
         if have(d):
@@ -181,6 +184,11 @@ def main():
         body = body[:i] + (body[j:] if j >= 0 else "")
     body = body.replace("\n## ", "\n### ")
     p(body.replace("](", f"]({os.path.relpath(main_dir, doc_dir)}/"))
+
+    if a.stability and os.path.exists(a.stability):
+        p("\n## How reproducible the verdicts are\n")
+        with open(a.stability) as f:
+            p(f.read().rstrip() + "\n")
 
     if have(a.sweep):
         r = load(a.sweep)

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Regenerate docs/BENCHMARKS.md and README's headline: the main comparison with reference
-# servers (paired rounds until every headline interval is within ±5%), the idle-connection
+# servers (paired rounds until every interval is within ±5%), the idle-connection
 # experiment, a rate sweep with knees, and (as root) loopback beside a veth pair. Server
 # pinned to CPU 0 with one worker, load on CPU 1. Run it on quiet CPUs.
 #
 #   bash bench-scripts/regen-docs.sh            # full runs (about 2 hours on 2 cores)
 #   QUICK=1 bash bench-scripts/regen-docs.sh    # short runs, to check the pipeline
 #   MAX_TIME=20m bash bench-scripts/regen-docs.sh   # bound the main run differently
+#   (also MAIN_DURATION, MAIN_WARMUP, MAIN_ROUNDS, TARGET_CI; DURATION, WARMUP, ROUNDS for the
+#   idle suite, sweep and veth runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,8 @@ if [ "${QUICK:-0}" = 1 ]; then
     main_timing=(--quick)
     other_timing=(--quick)
 else
-    main_timing=(--duration "${DURATION:-3s}" --warmup "${WARMUP:-1s}" --rounds "${ROUNDS:-5}"
+    # Many short rounds (compare's own default for the main matrix): see host-regimes.py.
+    main_timing=(--duration "${MAIN_DURATION:-1s}" --warmup "${MAIN_WARMUP:-500ms}" --rounds "${MAIN_ROUNDS:-10}"
                  --target-ci "${TARGET_CI:-5%}" --max-time "${MAX_TIME:-40m}")
     other_timing=(--duration "${DURATION:-3s}" --warmup "${WARMUP:-1s}" --rounds "${ROUNDS:-5}")
 fi
@@ -36,6 +39,16 @@ if [ "$(id -u)" = 0 ]; then
         --backends epoll,uring --out docs/bench/veth
     veth=(--veth docs/bench/veth)
 fi
+
+# How reproducible the verdicts are: the host's throughput regimes over time, and the same
+# comparison run twice back to back (issue 13's acceptance command).
+agree_flags=(--workloads echo-64B-c512,http-c64 --target-ci "${TARGET_CI:-5%}")
+[ "${QUICK:-0}" = 1 ] && agree_flags=(--workloads echo-64B-c512,http-c64 --quick)
+{
+    python3 bench-scripts/host-regimes.py "${REGIME_RUNS:-45}"
+    echo
+    python3 bench-scripts/verdict-agreement.py --run bench-out/agree-a bench-out/agree-b -- "${agree_flags[@]}"
+} > docs/bench/stability.md
 
 # Every io_uring technique, off against on (paired rounds of the uring backend); each ab.md is
 # kept in docs/bench/ab/ (the raw results stay in bench-out/).
@@ -67,6 +80,6 @@ fi
 python3 bench-scripts/slim-results.py docs/bench/*/results.json
 
 python3 bench-scripts/assemble.py --main docs/bench/main --idle docs/bench/idle --sweep docs/bench/sweep \
-    "${veth[@]}" "${extras[@]}" --ab "${ab[@]}" > docs/BENCHMARKS.md
+    "${veth[@]}" "${extras[@]}" --stability docs/bench/stability.md --ab "${ab[@]}" > docs/BENCHMARKS.md
 python3 bench-scripts/assemble.py --readme README.md --main docs/bench/main
 echo "wrote docs/BENCHMARKS.md and the headline in README.md"

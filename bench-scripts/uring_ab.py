@@ -3,8 +3,8 @@
 
 It runs `ringpoll compare` with the technique off and on as two `--variant` rows of the uring
 backend: the same run, paired interleaved rounds (both rows once per round, in a shuffled
-order), and compare's statistic for each ratio (geometric mean of the per-round ratios with a
-95% Student-t interval, "no difference detectable" when it spans 1.0). Server: one worker
+order), and compare's statistic for each ratio (its 95% interval over the paired rounds, see
+crates/compare/src/stats.rs; "no difference detectable" when it spans 1.0). Server: one worker
 pinned to CPU 0; load generator on CPU 1. Then it prints, per workload, both rows (req/s,
 server CPU µs/req, pinned-core busy µs/req, syscalls/req, p50, p99) and the on/off ratios,
 and writes the same as Markdown to OUT/ab.md for docs/BENCHMARKS.md.

@@ -61,16 +61,18 @@ pub struct CompareArgs {
     /// (needs root), reported beside loopback.
     #[arg(long, value_enum, default_value = "loopback")]
     pub net: Net,
-    /// Measured time per run (default 3s, or 1s with --quick).
+    /// Measured time per run (default 1s for the main matrix, 3s for --suite idle and --sweep).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Warm-up before each measured window (default 1s, or 0.5s with --quick).
+    /// Warm-up before each measured window (default 0.5s for the main matrix, 1s otherwise).
     #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
-    /// Paired rounds per workload (the minimum with --target-ci) [default: 5, or 2 with --quick].
+    /// Paired rounds per workload (the minimum with --target-ci) [default: 10 for the main
+    /// matrix, 2 with --quick, 5 otherwise].
     #[arg(long, alias = "repeat")]
     pub rounds: Option<usize>,
-    /// Keep adding rounds until every headline interval is within this of its ratio (`5%`).
+    /// Keep adding rounds until every interval (every comparison, both metrics) is within this
+    /// of its ratio (`5%`).
     #[arg(long, value_name = "PCT", value_parser = parse_percent)]
     pub target_ci: Option<f64>,
     /// Stop adding rounds after this long in all (default with --target-ci: 30m).
@@ -260,17 +262,25 @@ impl CompareArgs {
             workloads.extend(veth);
         }
 
-        let rounds = self.rounds.unwrap_or(if self.quick { 2 } else { 5 });
+        // The main matrix takes many short rounds rather than a few long ones: this host's
+        // throughput regimes last 15-45 s (docs/BENCHMARKS.md), and the shorter a round, the
+        // fewer paired runs fall on either side of a switch.
+        let short = self.quick || suite == Suite::Main;
+        let rounds = self.rounds.unwrap_or(if self.quick {
+            2
+        } else if suite == Suite::Main {
+            10
+        } else {
+            5
+        });
         if rounds == 0 {
             bail!("--rounds must be at least 1");
         }
-        let duration =
-            self.duration.unwrap_or(if self.quick { Duration::from_secs(1) } else { Duration::from_secs(3) });
+        let duration = self.duration.unwrap_or(if short { Duration::from_secs(1) } else { Duration::from_secs(3) });
         if duration < Duration::from_millis(100) {
             bail!("--duration must be at least 100ms");
         }
-        let warmup =
-            self.warmup.unwrap_or(if self.quick { Duration::from_millis(500) } else { Duration::from_secs(1) });
+        let warmup = self.warmup.unwrap_or(if short { Duration::from_millis(500) } else { Duration::from_secs(1) });
         if self.max_time.is_some_and(|d| d.is_zero()) {
             bail!("--max-time must be longer than 0");
         }
@@ -387,6 +397,10 @@ mod tests {
         );
         let o = check(&["--target-ci", "5%"]).unwrap();
         assert_eq!(o.max_time, Some(Duration::from_secs(1800)));
+        // Many short rounds for the main matrix; the idle suite keeps its long runs.
+        assert_eq!((o.rounds, o.duration, o.warmup), (10, Duration::from_secs(1), Duration::from_millis(500)));
+        let o = check(&["--suite", "idle"]).unwrap();
+        assert_eq!((o.rounds, o.duration, o.warmup), (5, Duration::from_secs(3), Duration::from_secs(1)));
         assert!(o.server_cpu.is_none(), "--no-pin");
     }
 

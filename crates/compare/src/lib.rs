@@ -210,6 +210,7 @@ fn new_results(opts: &Options) -> Results {
         seed: opts.seed,
         server_cpu: opts.server_cpu,
         load_cpu: opts.load_cpu,
+        interval_method: stats::METHOD.into(),
         ..Results::default()
     }
 }

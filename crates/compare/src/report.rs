@@ -168,7 +168,7 @@ fn method(out: &mut String, r: &Results) {
         r.warmup_s,
         r.seed,
         r.repeat,
-        r.target_ci.map_or(String::new(), |t| format!(" at least, more until every headline interval is within ±{:.1}%", t * 100.0)),
+        r.target_ci.map_or(String::new(), |t| format!(" at least, more until every interval (every comparison, both metrics) is within ±{:.1}%", t * 100.0)),
         r.max_time_s.map_or(String::new(), |t| format!(", at most {:.0} s in all", t)),
     );
     let _ = writeln!(
@@ -177,7 +177,8 @@ fn method(out: &mut String, r: &Results) {
     );
     let _ = writeln!(
         out,
-        "- verdicts: ratio of the geometric means of paired per-round costs, 95% CI from a Student-t interval on the per-round log ratios (paired rounds); \"no difference detectable\" when the interval spans 1.0. Each verdict names its metric"
+        "- verdicts: ratio of paired per-round costs with its 95% CI ({}); \"no difference detectable\" when the interval spans 1.0. Each verdict names its metric",
+        if r.interval_method.is_empty() { crate::stats::METHOD } else { &r.interval_method }
     );
     let _ = writeln!(out, "- latency percentiles: from the runs' HDR histograms merged; other figures: medians over the runs; `spread` is half the max-min range");
     if !r.skipped.is_empty() {

@@ -120,7 +120,7 @@ pub struct WorkloadProgress {
     pub seconds: f64,
     /// Why the rounds stopped ("3 rounds as asked", "target ±5% reached", "--max-time").
     pub outcome: String,
-    /// The widest headline interval, as a half width (0.05 = ±5%).
+    /// The widest interval (every comparison, both metrics), as a half width (0.05 = ±5%).
     #[serde(default)]
     pub widest: Option<f64>,
 }
@@ -217,6 +217,10 @@ pub struct Results {
     pub cells: Vec<Cell>,
     #[serde(default)]
     pub verdicts: Vec<Verdict>,
+    /// How the verdicts' intervals were computed ([`crate::stats::METHOD`]; results written
+    /// before this was recorded used the Student-t interval throughout).
+    #[serde(default = "student_t_throughout")]
+    pub interval_method: String,
     #[serde(default)]
     pub sweep: Vec<SweepPoint>,
     #[serde(default)]
@@ -383,6 +387,10 @@ impl Cell {
     pub fn run_of(&self, round: usize) -> Option<&Run> {
         self.runs.iter().find(|r| r.round == round)
     }
+}
+
+fn student_t_throughout() -> String {
+    "Student-t interval on the per-round log ratios".into()
 }
 
 impl Results {

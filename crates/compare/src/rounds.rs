@@ -1,7 +1,7 @@
 //! Paired, interleaved rounds: for each workload, every server runs once per round, in an
 //! order shuffled per round, so that slow drift of the machine falls on all of them alike and
 //! each round gives one paired ratio per comparison. With `--target-ci`, rounds are added
-//! until every headline interval is narrow enough or the time is up. results.json is
+//! until every interval (every comparison, both metrics) is narrow enough or the time is up. results.json is
 //! rewritten after every run; a resumed run skips the runs it already has.
 
 use std::path::Path;
@@ -67,6 +67,8 @@ pub fn run(
 ) -> Result<Ended> {
     let started = Instant::now();
     let before = spent_before(results);
+    // The verdicts are (re)computed here, so with this build's method (a resumed run too).
+    results.interval_method = crate::stats::METHOD.into();
     let groups = crate::plan::groups(plan, opts.suite == crate::cli::Suite::Idle);
     for (gi, group) in groups.iter().enumerate() {
         // (workload index, cell index) of every row of the group.
@@ -94,7 +96,7 @@ pub fn run(
                     None => break format!("{round} rounds as asked"),
                     Some(t) => {
                         let narrow =
-                            |n: &&str| matches!(verdicts::widest_headline(&results.cells, n), Some(x) if x <= t);
+                            |n: &&str| matches!(verdicts::widest_interval(&results.cells, n), Some(x) if x <= t);
                         if names.iter().all(narrow) {
                             break format!("target ±{:.1}% reached after {round} rounds", t * 100.0);
                         }
@@ -160,7 +162,7 @@ pub fn run(
         };
         let share = g_started.elapsed().as_secs_f64() / names.len() as f64;
         for (n, a) in names.iter().zip(&already) {
-            let widest = verdicts::widest_headline(&results.cells, n);
+            let widest = verdicts::widest_interval(&results.cells, n);
             let p = progress_mut(results, n);
             p.rounds = round;
             p.seconds = a + share;
