@@ -187,6 +187,13 @@ def main():
 
     if a.stability and os.path.exists(a.stability):
         p("\n## How reproducible the verdicts are\n")
+        p("Two measurements of this host's noise, and what they mean for a verdict. First, one server under a "
+          "steady load, run after run: its cost per request moves between levels (regimes) that last from a few "
+          "seconds to a minute, while a fixed-work CPU probe on the same core barely moves. A round whose two "
+          "runs fall on either side of a switch gives a ratio far off the others; that is why `ringpoll "
+          "compare` runs many short rounds and, from six rounds on, states the Hodges–Lehmann estimate with the "
+          "Wilcoxon signed-rank interval, which such rounds do not throw about (crates/compare/src/stats.rs). "
+          "Second, the same comparison run twice, back to back, with every interval driven to ±5%.\n")
         with open(a.stability) as f:
             p(f.read().rstrip() + "\n")
 

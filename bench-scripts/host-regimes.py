@@ -10,9 +10,9 @@ just before the load, a fixed-work probe on CPU 0 (pipe write+read round trips, 
 the CPU itself get slower when the server does?
 
 What it showed on this VM (docs/BENCHMARKS.md): the cost per request sits on one level for
-15-45 s, then jumps by up to 50% to another, while the probe stays within a few percent. So
-the noise is not a slower CPU that a calibration could divide out; it is a regime of the
-whole loopback path. That is why `ringpoll compare` runs many short rounds: the shorter a
+a few seconds to a minute, then jumps by up to 50% to another, while the probe moves by about
+a tenth as much. So the noise is not a slower CPU that a calibration could divide out; it is a
+regime of the whole loopback path. That is why `ringpoll compare` runs many short rounds: the shorter a
 round, the fewer paired runs fall on either side of a switch.
 """
 import argparse

@@ -50,6 +50,7 @@ def table(a_dir, b_dir):
 
     bv = {key(v): v for v in b["verdicts"] if v.get("interval")}
     n = agree = overlap = 0
+    edge = []  # for each differing pair: how close the nearer interval end comes to 1.0
     for v in a["verdicts"]:
         w = bv.get(key(v))
         if not v.get("interval") or not w:
@@ -60,6 +61,8 @@ def table(a_dir, b_dir):
         ov = ia["lo"] <= ib["hi"] and ib["lo"] <= ia["hi"]
         agree += same
         overlap += ov
+        if not same:
+            edge.append(min(abs(x - 1) for iv in (ia, ib) for x in (iv["lo"], iv["hi"])))
         flag = " ".join(x for x in ("" if same else "verdicts differ", "" if ov else "no overlap") if x)
         star = " *" if v.get("headline") else ""
 
@@ -69,6 +72,10 @@ def table(a_dir, b_dir):
         p(f"| {v['workload']} | {v['a']} / {v['b']}{star} | {v['metric']} | {fmt(ia)} | {fmt(ib)} | {flag} |")
     p("")
     p(f"{n} comparisons (`*` headline): verdicts agree in {agree}, intervals overlap in {overlap}.")
+    if edge:
+        p(f"In each of the {len(edge)} whose verdicts differ, an end of one of the two intervals lies within "
+          f"{max(edge):.3f} of 1.0: an effect that small sits at the edge of what an interval of that width "
+          "tells apart from none, so which side of the edge a run lands on is chance.")
     return "\n".join(out) + "\n"
 
 

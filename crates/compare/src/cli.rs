@@ -263,8 +263,8 @@ impl CompareArgs {
         }
 
         // The main matrix takes many short rounds rather than a few long ones: this host's
-        // throughput regimes last 15-45 s (docs/BENCHMARKS.md), and the shorter a round, the
-        // fewer paired runs fall on either side of a switch.
+        // throughput regimes last from a few seconds to a minute (bench-scripts/host-regimes.py),
+        // and the shorter a round, the fewer paired runs fall on either side of a switch.
         let short = self.quick || suite == Suite::Main;
         let rounds = self.rounds.unwrap_or(if self.quick {
             2

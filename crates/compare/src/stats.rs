@@ -11,10 +11,10 @@
 //! `c` the largest count the signed-rank statistic stays at or below with probability at most
 //! 2.5% (computed exactly). It needs no normal distribution, only a symmetric one, and it is
 //! not thrown about by a few wild rounds. That matters here: this host switches between
-//! throughput regimes that differ by up to 40% in cost per request and last from a few
-//! seconds to a minute (`bench-scripts/host-regimes.py`; a CPU probe on the same core does not
-//! see them), so a round whose two runs fall on either side of a switch gives a ratio far off
-//! the others. The mean, and with it a Student-t interval, moves with every such round; on two
+//! throughput regimes that differ by up to 50% in cost per request and last from a few
+//! seconds to a minute (`bench-scripts/host-regimes.py`; a fixed-work CPU probe on the same
+//! core moves by about a tenth as much), so a round whose two runs fall on either side of a
+//! switch gives a ratio far off the others. The mean, and with it a Student-t interval, moves with every such round; on two
 //! 30-round runs of this host the signed-rank intervals were half as wide as the t intervals of
 //! the same rounds.
 //!
