@@ -14,9 +14,10 @@
 //! throughput regimes that differ by up to 50% in cost per request and last from a few
 //! seconds to a minute (`bench-scripts/host-regimes.py`; a fixed-work CPU probe on the same
 //! core moves by about a tenth as much), so a round whose two runs fall on either side of a
-//! switch gives a ratio far off the others. The mean, and with it a Student-t interval, moves with every such round; on two
-//! 30-round runs of this host the signed-rank intervals were half as wide as the t intervals of
-//! the same rounds.
+//! switch gives a ratio far off the others. The mean, and with it a Student-t interval, moves
+//! with every such round; on the same rounds of one run on this host (31 and 27 rounds of two
+//! workloads, ten comparisons) the signed-rank intervals were 0.3 to 0.8 times as wide as the
+//! t intervals, about half on average.
 //!
 //! Below six rounds the signed-rank interval cannot reach 95% (its best with five is 93.75%),
 //! so a short run (`--quick`) uses the Student-t interval on the mean of the `d_i` with `n - 1`
