@@ -191,6 +191,32 @@ mod tests {
     }
 
     #[test]
+    fn the_target_covers_every_comparison_and_both_metrics() {
+        // uring vs epoll (the headline) is tight; poll vs epoll (a side comparison) is not:
+        // --target-ci must wait for the wide one.
+        let mut cells = vec![
+            cell(Server::Ringpoll { backend: "epoll".into() }, &[8.0, 10.0, 9.0, 8.5]),
+            cell(Server::Ringpoll { backend: "uring".into() }, &[6.4, 8.0, 7.2, 6.8]),
+            cell(Server::Ringpoll { backend: "poll".into() }, &[6.0, 12.0, 7.0, 11.0]),
+        ];
+        let w = cells[0].workload.name.clone();
+        let headline = verdict(&cells, 1, 0, Metric::ProcessCpu, true).interval.unwrap().half_width();
+        let side = verdict(&cells, 2, 0, Metric::ProcessCpu, false).interval.unwrap().half_width();
+        assert!(headline < 0.01 && side > 0.3, "headline ±{headline}, side ±{side}");
+        assert_eq!(widest_interval(&cells, &w), Some(side));
+        // A core-busy interval wider than every process-CPU one sets the width too.
+        cells[2].runs =
+            cells[0].runs.iter().map(|r| Run { cpu_us_per_req: r.cpu_us_per_req * 0.9, ..r.clone() }).collect();
+        for (r, wild) in cells[2].runs.iter_mut().zip([0.5, 1.6, 0.6, 1.5]) {
+            r.core_us_per_req = r.core_us_per_req.map(|c| c * wild);
+        }
+        cells[2].refresh();
+        let core = verdict(&cells, 2, 0, Metric::CoreBusy, false).interval.unwrap().half_width();
+        assert!(core > 0.3, "core ±{core}");
+        assert_eq!(widest_interval(&cells, &w), Some(core));
+    }
+
+    #[test]
     fn comparisons_pair_rounds_and_name_the_headline() {
         let cells = vec![
             cell(Server::Ringpoll { backend: "epoll".into() }, &[8.0, 10.0, 9.0, 8.5]),
