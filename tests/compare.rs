@@ -65,7 +65,23 @@ fn quick_compare_on_a_reduced_matrix_writes_every_output() {
     assert_eq!(j["complete"], true);
     let c = cells(&j);
     assert_eq!(c.len(), 2, "{c:?}");
-    assert!(c.iter().all(|(_, _, r)| r == &[0, 1]), "two paired rounds each: {c:?}");
+    // Two rounds anchored on epoll: `epoll poll epoll` each.
+    assert_eq!(j["anchor"], "epoll");
+    for (_, label, rounds) in &c {
+        let want: &[u64] = if label == "epoll" { &[0, 0, 1, 1] } else { &[0, 1] };
+        assert_eq!(rounds, want, "{label}: {c:?}");
+    }
+    let slots = |label: &str| -> Vec<(u64, u64)> {
+        let cell = j["cells"].as_array().unwrap().iter().find(|c| c["label"] == label).unwrap();
+        cell["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["round"].as_u64().unwrap(), r["slot"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(slots("epoll"), [(0, 0), (0, 2), (1, 0), (1, 2)]);
+    assert_eq!(slots("poll"), [(0, 1), (1, 1)]);
     let cell = &j["cells"][0];
     assert!(cell["error"].is_null(), "{cell}");
     let m = &cell["median"];
@@ -86,6 +102,18 @@ fn quick_compare_on_a_reduced_matrix_writes_every_output() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("command: `") && md.contains("| epoll |") && md.contains("verdicts.svg"), "{md}");
     assert!(md.contains("95% CI") || md.contains("no difference detectable"), "{md}");
+    assert!(md.contains("between two runs of epoll"), "the report says how rounds were run: {md}");
+
+    // --no-anchor: every server once per round, no slots.
+    let _ = std::fs::remove_dir_all(&out);
+    let o = compare(&["--backends", "epoll,poll", "--workloads", "echo-64B-c64", "--rounds", "2", "--no-anchor"], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j = json(&out);
+    assert!(j.get("anchor").is_none(), "{}", j["anchor"]);
+    let c = cells(&j);
+    assert!(c.iter().all(|(_, _, r)| r == &[0, 1]), "two paired rounds each: {c:?}");
+    assert!(j["cells"][0]["runs"][0].get("slot").is_none());
+    assert!(j["verdicts"][0]["interval"]["lo"].as_f64().is_some());
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -152,7 +180,8 @@ fn an_interrupted_run_resumed_gives_the_same_cells_as_an_uninterrupted_one() {
     let partial = json(&cut);
     assert_eq!(partial["complete"], false);
     let measured: usize = cells(&partial).iter().map(|c| c.2.len()).sum();
-    assert!((2..8).contains(&measured), "{measured} runs before the interruption");
+    // Two workloads, two rounds of `epoll poll epoll`: 12 runs in all.
+    assert!((2..12).contains(&measured), "{measured} runs before the interruption");
     let md = std::fs::read_to_string(cut.join("report.md")).unwrap();
     assert!(md.contains("Partial results") && md.contains("--resume"), "{md}");
 

@@ -78,6 +78,10 @@ pub struct CompareArgs {
     /// Stop adding rounds after this long in all (default with --target-ci: 30m).
     #[arg(long, value_parser = parse_duration)]
     pub max_time: Option<Duration>,
+    /// Run every server once per round in shuffled order only, without epoll between every
+    /// two of them (the main matrix anchors its rounds on epoll by default).
+    #[arg(long)]
+    pub no_anchor: bool,
     /// Seed of the per-round shuffles (default: from the clock; recorded in results.json).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -163,6 +167,8 @@ pub struct Options {
     pub rounds: usize,
     pub target_ci: Option<f64>,
     pub max_time: Option<Duration>,
+    /// Anchored rounds (see [`crate::plan::sequence`]).
+    pub anchor: bool,
     pub seed: u64,
     pub slo: Duration,
     pub peers_dir: PathBuf,
@@ -290,6 +296,9 @@ impl CompareArgs {
         if self.target_ci.is_some() && suite != Suite::Main {
             bail!("--target-ci applies to the main matrix (its headline verdicts)");
         }
+        if self.no_anchor && suite != Suite::Main {
+            bail!("--no-anchor applies to the main matrix (the other suites never anchor their rounds)");
+        }
 
         let cpus = usable_cpus();
         let names = |v: &[usize]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -331,6 +340,7 @@ impl CompareArgs {
             rounds,
             target_ci: self.target_ci,
             max_time: self.max_time.or(self.target_ci.map(|_| Duration::from_secs(30 * 60))),
+            anchor: suite == Suite::Main && !self.no_anchor,
             seed,
             slo: self.slo,
             peers_dir: self.peers_dir.clone(),
@@ -375,6 +385,7 @@ mod tests {
             (vec!["--repeat", "0"], "--rounds must be at least 1"),
             (vec!["--sweep", "rate", "--suite", "idle"], "cannot be combined"),
             (vec!["--target-ci", "5%", "--sweep", "conns"], "--target-ci applies"),
+            (vec!["--no-anchor", "--suite", "idle"], "--no-anchor applies"),
             (vec!["--suite", "idle", "--active-levels", "0,8"], "--active-levels"),
             (vec!["--variant", "on=uring --x", "--variant", "on=uring"], "the name 'on' is taken"),
             (vec!["--variant", "epoll=epoll"], "the name 'epoll' is taken"),

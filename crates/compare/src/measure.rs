@@ -279,6 +279,7 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen, r
     let lat = load.latency_us.unwrap_or_default();
     Ok(Run {
         round: 0,
+        slot: None,
         requests: load.requests,
         rps: load.rps,
         p50_us: lat.p50,

@@ -129,9 +129,46 @@ pub fn order(n: usize, seed: u64, wi: usize, round: usize) -> Vec<usize> {
     v
 }
 
+/// The runs of one anchored round, as indices into `shuffled` (the round's members in their
+/// shuffled order, `anchor` among them): the anchor first, last and between every two others,
+/// `A x1 A x2 A … xk A`. Each member is then measured right beside two runs of the anchor and
+/// is compared against their (geometric) mean: a change of the machine's state between two
+/// runs a whole round apart no longer falls between the two sides of a ratio, and a steady
+/// drift cancels. The anchor runs `k + 1` times per round, so a round is `2k + 1` runs long
+/// instead of `k + 1`. Without an anchor (or with nothing to compare it with) the shuffled
+/// order is returned as it is.
+#[must_use]
+pub fn sequence(shuffled: &[usize], anchor: Option<usize>) -> Vec<usize> {
+    let Some(a) = anchor.filter(|a| shuffled.contains(a) && shuffled.len() > 1) else {
+        return shuffled.to_vec();
+    };
+    let mut out = vec![a];
+    for &x in shuffled.iter().filter(|&&x| x != a) {
+        out.push(x);
+        out.push(a);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_anchored_round_puts_the_anchor_beside_every_other_member() {
+        let shuffled = order(5, 9, 0, 4);
+        let s = sequence(&shuffled, Some(2));
+        assert_eq!(s.len(), 9);
+        for (i, &x) in s.iter().enumerate() {
+            assert_eq!(x == 2, i % 2 == 0, "{s:?}");
+        }
+        let others: Vec<usize> = shuffled.iter().copied().filter(|&x| x != 2).collect();
+        let got: Vec<usize> = s.iter().copied().filter(|&x| x != 2).collect();
+        assert_eq!(got, others, "the others keep their shuffled order");
+        assert_eq!(sequence(&shuffled, None), shuffled);
+        assert_eq!(sequence(&[3], Some(3)), vec![3], "nothing to compare the anchor with");
+        assert_eq!(sequence(&shuffled, Some(7)), shuffled, "an anchor that is not a member");
+    }
 
     #[test]
     fn orders_are_shuffled_per_round_and_reproducible() {

@@ -163,10 +163,13 @@ fn method(out: &mut String, r: &Results) {
     );
     let _ = writeln!(
         out,
-        "- each run: {:.1} s measured after {:.1} s warm-up; per workload, every server runs once per round, in an order shuffled per round (seed {}); {} round(s){}{}",
+        "- each run: {:.1} s measured after {:.1} s warm-up; per workload, every server runs once per round, in an order shuffled per round (seed {}){}; {} round(s){}{}",
         r.duration_s,
         r.warmup_s,
         r.seed,
+        r.anchor.as_ref().map_or(String::new(), |a| format!(
+            ", each between two runs of {a} (`{a} x1 {a} x2 … {a}`) and measured against their geometric mean, so that every ratio is taken between neighbouring runs"
+        )),
         r.repeat,
         r.target_ci.map_or(String::new(), |t| format!(" at least, more until every interval (every comparison, both metrics) is within ±{:.1}%", t * 100.0)),
         r.max_time_s.map_or(String::new(), |t| format!(", at most {:.0} s in all", t)),

@@ -15,6 +15,10 @@ pub struct Run {
     /// The paired round it belongs to (0-based); sweep points use 0.
     #[serde(default)]
     pub round: usize,
+    /// Its position in the round when the round was anchored (every other run is the
+    /// anchor's, see [`crate::plan::sequence`]); `None` in rounds without an anchor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
     pub requests: u64,
     pub rps: f64,
     pub p50_us: f64,
@@ -221,6 +225,10 @@ pub struct Results {
     /// before this was recorded used the Student-t interval throughout).
     #[serde(default = "student_t_throughout")]
     pub interval_method: String,
+    /// The server run between every two others in each round (`"epoll"`), when the rounds
+    /// were anchored; results written before anchoring existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
     #[serde(default)]
     pub sweep: Vec<SweepPoint>,
     #[serde(default)]
@@ -313,6 +321,7 @@ pub fn median_run(runs: &[Run]) -> Run {
     };
     let mut out = Run {
         round: 0,
+        slot: None,
         requests: m(|r| r.requests as f64) as u64,
         rps: m(|r| r.rps),
         p50_us: m(|r| r.p50_us),
@@ -382,10 +391,17 @@ impl Cell {
         self.error.is_none() && !self.runs.is_empty()
     }
 
-    /// The run of round `round`, if measured.
+    /// The run of round `round`, if measured (the first one, for an anchor).
     #[must_use]
     pub fn run_of(&self, round: usize) -> Option<&Run> {
         self.runs.iter().find(|r| r.round == round)
+    }
+
+    /// Whether the run at `slot` of round `round` is measured (a run recorded without a
+    /// slot stands for the whole round).
+    #[must_use]
+    pub fn has_run(&self, round: usize, slot: Option<usize>) -> bool {
+        self.runs.iter().any(|r| r.round == round && (r.slot.is_none() || r.slot == slot))
     }
 }
 

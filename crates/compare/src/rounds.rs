@@ -1,8 +1,11 @@
 //! Paired, interleaved rounds: for each workload, every server runs once per round, in an
 //! order shuffled per round, so that slow drift of the machine falls on all of them alike and
-//! each round gives one paired ratio per comparison. With `--target-ci`, rounds are added
-//! until every interval (every comparison, both metrics) is narrow enough or the time is up. results.json is
-//! rewritten after every run; a resumed run skips the runs it already has.
+//! each round gives one paired ratio per comparison. In the main matrix a round is anchored
+//! on epoll: epoll runs first, last and between every two others ([`crate::plan::sequence`]),
+//! and each server is compared against the two epoll runs beside it. With `--target-ci`,
+//! rounds are added until every interval (every comparison, both metrics) is narrow enough or
+//! the time is up. results.json is rewritten after every run; a resumed run skips the runs it
+//! already has.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -13,7 +16,7 @@ use anyhow::Result;
 use crate::cli::Options;
 use crate::matrix::Workload;
 use crate::measure::{self, Interrupted, Setup};
-use crate::plan::{order, Member};
+use crate::plan::{order, sequence, Member};
 use crate::results::{Cell, Results, WorkloadProgress};
 use crate::verdicts;
 
@@ -114,11 +117,23 @@ pub fn run(
             if live.is_empty() {
                 break "every server failed".into();
             }
-            // A lone workload keeps the order it always had (keyed by its own index).
-            for k in order(live.len(), results.seed, group[0], round) {
+            // A lone workload keeps the order it always had (keyed by its own index). Rounds
+            // shared by several workloads (the idle experiment) are not anchored: their
+            // comparisons cross workloads.
+            let shuffled = order(live.len(), results.seed, group[0], round);
+            let anchor = (opts.anchor && group.len() == 1)
+                .then(|| live.iter().position(|&(_, i)| verdicts::is_anchor(&results.cells[i])))
+                .flatten();
+            let seq = sequence(&shuffled, anchor);
+            let anchored = seq.len() > shuffled.len();
+            if anchored {
+                results.anchor = Some(verdicts::ANCHOR.into());
+            }
+            for (slot, k) in seq.into_iter().enumerate() {
                 let (wi, i) = live[k];
                 let w = &plan[wi].0;
-                if results.cells[i].run_of(round).is_some() {
+                let slot = anchored.then_some(slot);
+                if results.cells[i].has_run(round, slot) || results.cells[i].error.is_some() {
                     continue;
                 }
                 if setup.stop.load(Ordering::Relaxed) {
@@ -128,6 +143,7 @@ pub fn run(
                 match measure::measure(setup, &server, w, loadgen, w.rate.map(|r| r as f64)) {
                     Ok(mut r) => {
                         r.round = round;
+                        r.slot = slot;
                         let c = &mut results.cells[i];
                         eprintln!(
                             "  [{} round {}] {:<14} {:>10.0} req/s  {:>6.2} µs CPU/req  p50 {:>6.0} µs{}",

@@ -2,12 +2,21 @@
 //! backend vs the best peer), their paired ratios with intervals on both cost metrics, and
 //! the knees of a rate sweep.
 
-use crate::results::{Cell, Knee, Metric, Results, SweepKind, Verdict};
+use crate::results::{Cell, Knee, Metric, Results, Run, SweepKind, Verdict};
 use crate::stats::paired_ratio;
 
 /// ringpoll's own rows driven by ringpoll's load generator.
 fn own(c: &Cell) -> bool {
     c.ok() && !c.peer && c.loadgen == crate::matrix::LoadGen::Ringpoll
+}
+
+/// The server the main matrix anchors its rounds on (see [`crate::plan::sequence`]).
+pub const ANCHOR: &str = "epoll";
+
+/// Whether `c` is the anchor's row (ringpoll's epoll under ringpoll's load generator).
+#[must_use]
+pub fn is_anchor(c: &Cell) -> bool {
+    !c.peer && c.loadgen == crate::matrix::LoadGen::Ringpoll && c.label == ANCHOR
 }
 
 /// The reference server with the least (median) process CPU per request in a workload.
@@ -26,7 +35,7 @@ pub fn best_peer<'a>(cells: &'a [Cell], workload: &str) -> Option<&'a Cell> {
 #[must_use]
 pub fn comparisons(cells: &[Cell], workload: &str) -> Vec<(usize, usize, bool)> {
     let idx = |pred: &dyn Fn(&Cell) -> bool| cells.iter().position(|c| c.workload.name == workload && pred(c));
-    let epoll = idx(&|c| own(c) && c.label == "epoll");
+    let epoll = idx(&|c| own(c) && is_anchor(c));
     let peer = best_peer(cells, workload).and_then(|p| cells.iter().position(|c| std::ptr::eq(c, p)));
     let mut out = Vec::new();
     let backend_of = |c: &Cell| match &c.server {
@@ -55,20 +64,72 @@ pub fn comparisons(cells: &[Cell], workload: &str) -> Vec<(usize, usize, bool)> 
     out
 }
 
-fn cost(c: &Cell, round: usize, metric: Metric) -> Option<f64> {
-    let r = c.run_of(round)?;
+fn cost(r: &Run, metric: Metric) -> Option<f64> {
     match metric {
         Metric::ProcessCpu => Some(r.cpu_us_per_req),
         Metric::CoreBusy => r.core_us_per_req,
     }
 }
 
+/// What one cell cost in one round, as a ratio's side. In an anchored round (its runs have
+/// slots) that is the cost relative to the geometric mean of the anchor's runs right before
+/// and after it (one of them at a round's end; the anchor itself is 1.0), so that a ratio
+/// between two cells is taken between runs a slot apart, each against its own neighbours;
+/// otherwise it is the cost itself. `None` when the round lacks the run or its neighbours.
+fn side(cells: &[Cell], anchor: Option<usize>, c: usize, round: usize, metric: Metric) -> Option<Side> {
+    let cell = &cells[c];
+    let run = cell.run_of(round)?;
+    if run.slot.is_none() {
+        return Some(Side::Plain(cost(run, metric)?));
+    }
+    let a = &cells[anchor?];
+    if c == anchor? {
+        return Some(Side::Relative(1.0));
+    }
+    let slot = run.slot?;
+    let beside: Vec<f64> = a
+        .runs
+        .iter()
+        .filter(|r| r.round == round && r.slot.is_some_and(|s| s + 1 == slot || s == slot + 1))
+        .filter_map(|r| cost(r, metric))
+        .filter(|x| *x > 0.0 && x.is_finite())
+        .collect();
+    if beside.is_empty() {
+        return None;
+    }
+    let base = (beside.iter().map(|x| x.ln()).sum::<f64>() / beside.len() as f64).exp();
+    Some(Side::Relative(cost(run, metric)? / base))
+}
+
+/// One side of a paired ratio: a cost, or a cost against the anchor beside it.
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Plain(f64),
+    Relative(f64),
+}
+
+/// The rounds both `a` and `b` were measured in, as `(a, b)` pairs of the same kind.
+fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> Vec<(f64, f64)> {
+    let w = &cells[a].workload.name;
+    let anchor = cells.iter().position(|c| c.workload.name == *w && own(c) && is_anchor(c));
+    let mut rounds: Vec<usize> = cells[a].runs.iter().map(|r| r.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .filter_map(|round| match (side(cells, anchor, a, round, metric)?, side(cells, anchor, b, round, metric)?) {
+            (Side::Plain(x), Side::Plain(y)) | (Side::Relative(x), Side::Relative(y)) => Some((x, y)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One verdict: `a` against `b` over the rounds both were measured in.
 #[must_use]
 pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: bool) -> Verdict {
-    let (ca, cb) = (&cells[a], &cells[b]);
-    let pairs: Vec<(f64, f64)> =
-        ca.runs.iter().filter_map(|r| Some((cost(ca, r.round, metric)?, cost(cb, r.round, metric)?))).collect();
+    let ca = &cells[a];
+    let cb = &cells[b];
+    let pairs = pairs(cells, a, b, metric);
     let interval = paired_ratio(&pairs);
     let what = match metric {
         Metric::ProcessCpu => "CPU per request",
@@ -244,5 +305,79 @@ mod tests {
         // Without uring or a peer, the comparisons made are the headline.
         let two = vec![cells[0].clone(), cells[2].clone()];
         assert_eq!(comparisons(&two, w), vec![(1, 0, true)]);
+    }
+
+    /// Anchored rounds `epoll uring epoll poll epoll tokio epoll` on a machine that switches
+    /// regime within every round: cost ×1.5 for the first three runs, ×1.0 for the rest.
+    fn anchored(rounds: usize) -> Vec<Cell> {
+        let regime = |slot: usize| if slot < 3 { 1.5 } else { 1.0 };
+        let mk = |server: Server, true_cost: f64, slots: &[usize]| {
+            let runs = (0..rounds)
+                .flat_map(|round| {
+                    slots.iter().map(move |&slot| Run {
+                        round,
+                        slot: Some(slot),
+                        cpu_us_per_req: true_cost * regime(slot),
+                        core_us_per_req: Some(true_cost * regime(slot)),
+                        rps: 1.0,
+                        requests: 1,
+                        ..Run::default()
+                    })
+                })
+                .collect();
+            Cell::new(main_workloads()[0].clone(), server, LoadGen::Ringpoll, runs, None)
+        };
+        vec![
+            mk(Server::Ringpoll { backend: "epoll".into() }, 10.0, &[0, 2, 4, 6]),
+            mk(Server::Ringpoll { backend: "uring".into() }, 9.0, &[1]),
+            mk(Server::Ringpoll { backend: "poll".into() }, 10.0, &[3]),
+            mk(Server::TokioEcho, 11.0, &[5]),
+        ]
+    }
+
+    #[test]
+    fn anchored_rounds_compare_each_run_with_the_anchor_runs_beside_it() {
+        let cells = anchored(8);
+        let w = cells[0].workload.name.clone();
+        let ratio = |a: usize, b: usize| verdict(&cells, a, b, Metric::ProcessCpu, false).interval.unwrap();
+        // uring ran beside two ×1.5 epoll runs, tokio beside two ×1.0 ones: both exact.
+        let u = ratio(1, 0);
+        assert!((u.ratio - 0.9).abs() < 1e-9 && u.hi - u.lo < 1e-9, "{u:?}");
+        let t = ratio(3, 0);
+        assert!((t.ratio - 1.1).abs() < 1e-9, "{t:?}");
+        // Between two non-anchors: each against its own neighbours (0.9 / 1.1).
+        let ut = ratio(1, 3);
+        assert!((ut.ratio - 0.9 / 1.1).abs() < 1e-9, "{ut:?}");
+        // The anchor as the first side: epoll vs tokio.
+        let et = ratio(0, 3);
+        assert!((et.ratio - 1.0 / 1.1).abs() < 1e-9, "{et:?}");
+        // poll sat across the switch (×1.5 before it, ×1.0 after): against the geometric mean.
+        let p = ratio(2, 0);
+        assert!((p.ratio - 1.0 / 1.5f64.sqrt()).abs() < 1e-9, "{p:?}");
+        // The same costs paired as whole rounds (no slots: the anchor's first run) put the
+        // switch between tokio and epoll: 1.1 / 1.5.
+        let mut plain = cells.clone();
+        for c in &mut plain {
+            c.runs.retain(|r| r.slot != Some(2) && r.slot != Some(4) && r.slot != Some(6));
+            for r in &mut c.runs {
+                r.slot = None;
+            }
+        }
+        let t = verdict(&plain, 3, 0, Metric::ProcessCpu, false).interval.unwrap();
+        assert!((t.ratio - 1.1 / 1.5).abs() < 1e-9, "{t:?}");
+        assert_eq!(compute(&Results { cells, ..Results::default() }).len(), 2 * comparisons(&plain, &w).len());
+    }
+
+    #[test]
+    fn an_anchored_run_without_its_neighbours_is_left_out() {
+        let mut cells = anchored(7);
+        // Round 3 lost the epoll runs beside uring (an interruption, say).
+        cells[0].runs.retain(|r| !(r.round == 3 && r.slot.is_some_and(|s| s <= 2)));
+        let iv = verdict(&cells, 1, 0, Metric::ProcessCpu, true).interval.unwrap();
+        assert_eq!(iv.n, 6);
+        // A round measured without slots is never paired with an anchored one.
+        cells[1].runs[0].slot = None;
+        let iv = verdict(&cells, 1, 0, Metric::ProcessCpu, true).interval.unwrap();
+        assert_eq!(iv.n, 5);
     }
 }
