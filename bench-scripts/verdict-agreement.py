@@ -8,10 +8,16 @@ With --run, runs `ringpoll compare --workloads echo-64B-c512,http-c64 --target-c
 flags given after `--`) twice back to back, into DIR_A and DIR_B. Then, for every comparison
 both runs made (each backend vs epoll, vs the best peer, on both cost metrics), it prints the
 two ratios with their 95% intervals and marks where the verdicts differ (one says "less",
-the other "no difference" or "more") or the intervals do not overlap. Markdown on stdout.
+the other "no difference" or "more") or the intervals do not overlap. For anchored runs
+(epoll between every two other servers of a round) it then shows how noisy a round's ratio
+is against how far apart its two runs were: each run against the epoll runs beside it (what
+compare uses) and against the round's epoll runs further away (what a plain shuffled round
+pairs on average). Markdown on stdout.
 """
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 
@@ -79,6 +85,54 @@ def table(a_dir, b_dir):
     return "\n".join(out) + "\n"
 
 
+def distance_table(dirs):
+    """Spread (standard deviation) of the per-round log ratio x / epoll, process CPU, by how
+    many runs apart x and the epoll run(s) it is divided by were."""
+    out = []
+    rows = {}  # (workload, label) -> {distance: [log ratios]}
+    for d in dirs:
+        r = load(d)
+        if not r.get("anchor"):
+            continue
+        for c in r["cells"]:
+            if c["label"] == r["anchor"] or c.get("peer") or c.get("loadgen", "ringpoll") != "ringpoll":
+                continue
+            e = next((x for x in r["cells"] if x["workload"]["name"] == c["workload"]["name"]
+                      and x["label"] == r["anchor"] and x.get("loadgen", "ringpoll") == "ringpoll"), None)
+            if not e:
+                continue
+            for run in c["runs"]:
+                if run.get("slot") is None:
+                    continue
+                s, cost = run["slot"], run["cpu_us_per_req"]
+                base = {x["slot"]: x["cpu_us_per_req"] for x in e["runs"]
+                        if x["round"] == run["round"] and x.get("slot") is not None}
+                near = [base[t] for t in (s - 1, s + 1) if t in base]
+                if near and cost > 0:
+                    g = rows.setdefault((c["workload"]["name"], c["label"]), {})
+                    g.setdefault("beside", []).append(math.log(cost) - sum(map(math.log, near)) / len(near))
+                    for t, b in base.items():
+                        if abs(t - s) >= 3 and b > 0:
+                            g.setdefault("far", []).append(math.log(cost / b))
+    if not rows:
+        return ""
+    out.append("Per-round noise against how far apart the two runs of a ratio were (anchored runs above, "
+               "process CPU): the standard deviation of ln(x / epoll) over rounds, with x taken against the "
+               "two epoll runs beside it, and against each epoll run of its round three or more runs away "
+               "(as far apart as a plain shuffled round of six servers puts the two sides of 6 of its 15 "
+               "pairs).\n")
+    out.append("| workload | x / epoll | rounds | SD beside | SD 3+ runs apart |")
+    out.append("|---|---|---|---|---|")
+
+    def sd(v):
+        return f"{statistics.stdev(v) * 100:.1f}%" if len(v) > 1 else "-"
+
+    for (w, label), g in sorted(rows.items()):
+        out.append(f"| {w} | {label} | {len(g.get('beside', []))} | {sd(g.get('beside', []))} | "
+                   f"{sd(g.get('far', []))} |")
+    return "\n".join(out) + "\n"
+
+
 def main():
     args = sys.argv[1:]
     flags = DEFAULT
@@ -96,6 +150,9 @@ def main():
             print(f"ringpoll compare {' '.join(flags)} --out {d}", file=sys.stderr)
             subprocess.run([RINGPOLL, "compare", *flags, "--out", d], check=True)
     sys.stdout.write(table(*args))
+    extra = distance_table(args)
+    if extra:
+        sys.stdout.write("\n" + extra)
 
 
 if __name__ == "__main__":

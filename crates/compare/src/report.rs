@@ -168,7 +168,8 @@ fn method(out: &mut String, r: &Results) {
         r.warmup_s,
         r.seed,
         r.anchor.as_ref().map_or(String::new(), |a| format!(
-            ", each between two runs of {a} (`{a} x1 {a} x2 … {a}`) and measured against their geometric mean, so that every ratio is taken between neighbouring runs"
+            ", each between two runs of {a} (`{a} x1 {a} x2 … {a}`) and measured against their geometric mean, so that every ratio is taken between neighbouring runs; a round whose two {a} runs beside a server differ by more than {:.0}% (the host switched regime across that server's run) is left out of its comparisons, and the verdict counts it",
+            (crate::verdicts::SWITCH_STEP - 1.0) * 100.0
         )),
         r.repeat,
         r.target_ci.map_or(String::new(), |t| format!(" at least, more until every interval (every comparison, both metrics) is within ±{:.1}%", t * 100.0)),

@@ -113,6 +113,14 @@ pub struct Verdict {
     /// One of the comparisons `--target-ci` waits for (uring vs epoll, each vs the best peer).
     pub headline: bool,
     pub text: String,
+    /// Rounds left out because the anchor runs beside a side of the ratio show that the host
+    /// switched regime across it ([`crate::verdicts::SWITCH_STEP`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left_out: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// How the rounds of one workload went.

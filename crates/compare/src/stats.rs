@@ -1,9 +1,10 @@
 //! The statistic behind every verdict: the ratio of two servers' cost per request, measured in
 //! paired rounds, with a 95% confidence interval.
 //!
-//! Method (stated in every report): in round *i* both servers ran back to back (in shuffled
-//! order), giving costs `a_i` and `b_i`. The per-round log ratios `d_i = ln(a_i / b_i)` cancel
-//! what the two runs of a round share (the machine's state at that time).
+//! Method (stated in every report): in round *i* both servers ran (in shuffled order), giving
+//! costs `a_i` and `b_i`; in an anchored round each is a cost against the epoll runs right
+//! beside it ([`crate::plan::sequence`]). The per-round log ratios `d_i = ln(a_i / b_i)` cancel
+//! what the runs of a round share (the machine's state at that time).
 //!
 //! From six rounds on, the estimate is the Hodges–Lehmann estimate of the `d_i` (the median of
 //! their pairwise means, the Walsh averages) and the interval is the one the Wilcoxon

@@ -2,6 +2,8 @@
 //! backend vs the best peer), their paired ratios with intervals on both cost metrics, and
 //! the knees of a rate sweep.
 
+use std::fmt::Write as _;
+
 use crate::results::{Cell, Knee, Metric, Results, Run, SweepKind, Verdict};
 use crate::stats::paired_ratio;
 
@@ -71,11 +73,28 @@ fn cost(r: &Run, metric: Metric) -> Option<f64> {
     }
 }
 
+/// Two anchor runs beside a run whose process CPU per request differs by more than this
+/// factor show that the host switched regime between them, so across the run itself: which
+/// regime that run saw is unknown, and the round is left out of the run's comparisons. Runs
+/// of one server within a regime on this host differ by a few per cent; its regimes by
+/// 25–50% (docs/BENCHMARKS.md, "How reproducible the verdicts are"). Only the anchor's runs
+/// decide it, never the compared server's own, so it cannot lean a ratio either way.
+pub const SWITCH_STEP: f64 = 1.10;
+
+/// One side of a paired ratio: a cost, or a cost against the anchor runs beside it.
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Plain(f64),
+    Relative(f64),
+    /// The anchor runs beside it straddle a regime switch.
+    Switched,
+}
+
 /// What one cell cost in one round, as a ratio's side. In an anchored round (its runs have
 /// slots) that is the cost relative to the geometric mean of the anchor's runs right before
-/// and after it (one of them at a round's end; the anchor itself is 1.0), so that a ratio
-/// between two cells is taken between runs a slot apart, each against its own neighbours;
-/// otherwise it is the cost itself. `None` when the round lacks the run or its neighbours.
+/// and after it (the anchor itself is 1.0), so that a ratio between two cells is taken
+/// between runs a slot apart, each against its own neighbours; otherwise it is the cost
+/// itself. `None` when the round lacks the run or its neighbours.
 fn side(cells: &[Cell], anchor: Option<usize>, c: usize, round: usize, metric: Metric) -> Option<Side> {
     let cell = &cells[c];
     let run = cell.run_of(round)?;
@@ -87,41 +106,43 @@ fn side(cells: &[Cell], anchor: Option<usize>, c: usize, round: usize, metric: M
         return Some(Side::Relative(1.0));
     }
     let slot = run.slot?;
-    let beside: Vec<f64> = a
-        .runs
-        .iter()
-        .filter(|r| r.round == round && r.slot.is_some_and(|s| s + 1 == slot || s == slot + 1))
-        .filter_map(|r| cost(r, metric))
-        .filter(|x| *x > 0.0 && x.is_finite())
-        .collect();
-    if beside.is_empty() {
+    let beside: Vec<&Run> =
+        a.runs.iter().filter(|r| r.round == round && r.slot.is_some_and(|s| s + 1 == slot || s == slot + 1)).collect();
+    let cpu: Vec<f64> = beside.iter().map(|r| r.cpu_us_per_req).collect();
+    if let [x, y] = cpu[..] {
+        if x > 0.0 && y > 0.0 && x.max(y) / x.min(y) > SWITCH_STEP {
+            return Some(Side::Switched);
+        }
+    }
+    let costs: Vec<f64> = beside.iter().filter_map(|r| cost(r, metric)).filter(|x| *x > 0.0 && x.is_finite()).collect();
+    if costs.is_empty() {
         return None;
     }
-    let base = (beside.iter().map(|x| x.ln()).sum::<f64>() / beside.len() as f64).exp();
+    let base = (costs.iter().map(|x| x.ln()).sum::<f64>() / costs.len() as f64).exp();
     Some(Side::Relative(cost(run, metric)? / base))
 }
 
-/// One side of a paired ratio: a cost, or a cost against the anchor beside it.
-#[derive(Clone, Copy, PartialEq)]
-enum Side {
-    Plain(f64),
-    Relative(f64),
-}
-
-/// The rounds both `a` and `b` were measured in, as `(a, b)` pairs of the same kind.
-fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> Vec<(f64, f64)> {
+/// The rounds both `a` and `b` were measured in, as `(a, b)` pairs of the same kind, and how
+/// many rounds were left out for a regime switch.
+fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> (Vec<(f64, f64)>, usize) {
     let w = &cells[a].workload.name;
     let anchor = cells.iter().position(|c| c.workload.name == *w && own(c) && is_anchor(c));
     let mut rounds: Vec<usize> = cells[a].runs.iter().map(|r| r.round).collect();
     rounds.sort_unstable();
     rounds.dedup();
-    rounds
-        .into_iter()
-        .filter_map(|round| match (side(cells, anchor, a, round, metric)?, side(cells, anchor, b, round, metric)?) {
-            (Side::Plain(x), Side::Plain(y)) | (Side::Relative(x), Side::Relative(y)) => Some((x, y)),
-            _ => None,
-        })
-        .collect()
+    let mut out = Vec::new();
+    let mut left_out = 0;
+    for round in rounds {
+        let (Some(x), Some(y)) = (side(cells, anchor, a, round, metric), side(cells, anchor, b, round, metric)) else {
+            continue;
+        };
+        match (x, y) {
+            (Side::Plain(x), Side::Plain(y)) | (Side::Relative(x), Side::Relative(y)) => out.push((x, y)),
+            (Side::Switched, _) | (_, Side::Switched) => left_out += 1,
+            _ => {}
+        }
+    }
+    (out, left_out)
 }
 
 /// One verdict: `a` against `b` over the rounds both were measured in.
@@ -129,16 +150,23 @@ fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> Vec<(f64, f64)> 
 pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: bool) -> Verdict {
     let ca = &cells[a];
     let cb = &cells[b];
-    let pairs = pairs(cells, a, b, metric);
+    let (pairs, left_out) = pairs(cells, a, b, metric);
     let interval = paired_ratio(&pairs);
     let what = match metric {
         Metric::ProcessCpu => "CPU per request",
         Metric::CoreBusy => "core busy time per request",
     };
-    let text = match &interval {
+    let mut text = match &interval {
         Some(iv) => iv.sentence(&ca.label, &cb.label, what),
         None => format!("{} vs {}: not enough paired rounds for an interval ({})", ca.label, cb.label, pairs.len()),
     };
+    if left_out > 0 {
+        let _ = write!(
+            text,
+            "; {left_out} round(s) left out, the {ANCHOR} runs beside them differing by more than {:.0}% (a host regime switch)",
+            (SWITCH_STEP - 1.0) * 100.0
+        );
+    }
     Verdict {
         workload: ca.workload.name.clone(),
         a: ca.label.clone(),
@@ -147,6 +175,7 @@ pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: boo
         interval,
         headline,
         text,
+        left_out,
     }
 }
 
@@ -351,9 +380,20 @@ mod tests {
         // The anchor as the first side: epoll vs tokio.
         let et = ratio(0, 3);
         assert!((et.ratio - 1.0 / 1.1).abs() < 1e-9, "{et:?}");
-        // poll sat across the switch (×1.5 before it, ×1.0 after): against the geometric mean.
-        let p = ratio(2, 0);
-        assert!((p.ratio - 1.0 / 1.5f64.sqrt()).abs() < 1e-9, "{p:?}");
+        // poll sat across the switch (×1.5 before it, ×1.0 after): which regime its own run
+        // saw is unknown, so every round is left out of its comparisons, and the verdict says so.
+        let p = verdict(&cells, 2, 0, Metric::ProcessCpu, false);
+        assert!(p.interval.is_none() && p.left_out == 8, "{p:?}");
+        assert!(p.text.contains("8 round(s) left out") && p.text.contains("regime switch"), "{}", p.text);
+        assert_eq!(verdict(&cells, 1, 2, Metric::CoreBusy, false).left_out, 8, "either side, either metric");
+        // Neighbours within a few per cent of each other: the run is taken against their
+        // geometric mean.
+        let mut near = cells.clone();
+        for r in near[0].runs.iter_mut().filter(|r| r.slot == Some(4)) {
+            r.cpu_us_per_req *= 1.05;
+        }
+        let t = verdict(&near, 3, 0, Metric::ProcessCpu, false).interval.unwrap();
+        assert!((t.ratio - 1.1 / 1.05f64.sqrt()).abs() < 1e-9, "{t:?}");
         // The same costs paired as whole rounds (no slots: the anchor's first run) put the
         // switch between tokio and epoll: 1.1 / 1.5.
         let mut plain = cells.clone();
@@ -365,7 +405,9 @@ mod tests {
         }
         let t = verdict(&plain, 3, 0, Metric::ProcessCpu, false).interval.unwrap();
         assert!((t.ratio - 1.1 / 1.5).abs() < 1e-9, "{t:?}");
-        assert_eq!(compute(&Results { cells, ..Results::default() }).len(), 2 * comparisons(&plain, &w).len());
+        // Both metrics of every comparison, but the core-busy ones of poll's two comparisons,
+        // which have no interval (every round left out).
+        assert_eq!(compute(&Results { cells, ..Results::default() }).len(), 2 * comparisons(&plain, &w).len() - 2);
     }
 
     #[test]
