@@ -40,13 +40,63 @@ def load(d):
         return json.load(f)
 
 
+BUSY_STEP = 1.15  # crates/compare/src/verdicts.rs
+SWITCH_STEP = 1.10
+
+
+def busy_share(r, workload):
+    """(busy, all): the anchored runs of a workload (other than the anchor's) measured while
+    the host was busy, as compare decides it: the two anchor runs beside a run more than
+    BUSY_STEP above the workload's quiet level (10th percentile of its anchor runs)."""
+    anchor = r.get("anchor")
+    cells = [c for c in r["cells"] if c["workload"]["name"] == workload]
+    e = next((c for c in cells if c["label"] == anchor and not c.get("peer")), None)
+    if not anchor or not e:
+        return None
+    levels = sorted(x["cpu_us_per_req"] for x in e["runs"] if x.get("slot") is not None)
+    if not levels:
+        return None
+    quiet = levels[len(levels) // 10]
+    busy = total = 0
+    for c in cells:
+        if c is e:
+            continue
+        for run in c["runs"]:
+            if run.get("slot") is None:
+                continue
+            near = [x["cpu_us_per_req"] for x in e["runs"]
+                    if x["round"] == run["round"] and x.get("slot") in (run["slot"] - 1, run["slot"] + 1)]
+            if len(near) != 2 or max(near) / min(near) > SWITCH_STEP:
+                continue
+            total += 1
+            busy += math.sqrt(near[0] * near[1]) > quiet * BUSY_STEP
+    return busy, total
+
+
+def in_state(v, mix, state):
+    """The verdict's interval over the rounds of one host state: its own split, or the whole
+    interval when every round of the run was in that state."""
+    if v.get("states"):
+        return v["states"][state]
+    if mix and mix[1]:
+        if (state == "busy" and mix[0] == mix[1]) or (state == "quiet" and mix[0] == 0):
+            return v["interval"]
+    return None
+
+
 def table(a_dir, b_dir):
     a, b = load(a_dir), load(b_dir)
     out = []
     p = out.append
     for name, r in (("A", a), ("B", b)):
         steps = "; ".join(f"{g['workload']}: {g['outcome']} ({g['seconds']:.0f} s)" for g in r["progress"])
-        p(f"- run {name} ({r['machine']['date_utc']}): `{r['command']}`: {steps}")
+        mix = []
+        for g in r["progress"]:
+            m = busy_share(r, g["workload"])
+            if m and m[1]:
+                mix.append(f"{g['workload']} {m[0]} of {m[1]}")
+        host = f"; runs measured while the host was busy: {', '.join(mix)}" if mix else ""
+        p(f"- run {name} ({r['machine']['date_utc']}): `{r['command']}`: {steps}{host}")
     p("")
     p("| workload | comparison | metric | A | B | |")
     p("|---|---|---|---|---|---|")
@@ -82,7 +132,56 @@ def table(a_dir, b_dir):
         p(f"In each of the {len(edge)} whose verdicts differ, an end of one of the two intervals lies within "
           f"{max(edge):.3f} of 1.0: an effect that small sits at the edge of what an interval of that width "
           "tells apart from none, so which side of the edge a run lands on is chance.")
+    states = state_table(a, b)
+    if states:
+        p("")
+        p(states)
     return "\n".join(out) + "\n"
+
+
+def state_table(a, b):
+    """The comparisons again, host state by state, where both runs measured that state."""
+    out = []
+    p = out.append
+
+    def key(v):
+        return (v["workload"], v["a"], v["b"], v["metric"])
+
+    bv = {key(v): v for v in b["verdicts"] if v.get("interval")}
+    n = agree = overlap = 0
+    rows = []
+    for v in a["verdicts"]:
+        w = bv.get(key(v))
+        if not v.get("interval") or not w:
+            continue
+        for state in ("quiet", "busy"):
+            ia = in_state(v, busy_share(a, v["workload"]), state)
+            ib = in_state(w, busy_share(b, v["workload"]), state)
+            if not ia or not ib:
+                continue
+            n += 1
+            same = side(ia) == side(ib)
+            ov = ia["lo"] <= ib["hi"] and ib["lo"] <= ia["hi"]
+            agree += same
+            overlap += ov
+            flag = " ".join(x for x in ("" if same else "verdicts differ", "" if ov else "no overlap") if x)
+
+            def fmt(iv):
+                return f"{iv['ratio']:.2f}× ({iv['lo']:.2f}–{iv['hi']:.2f}, {iv['n']} rounds) {side(iv)}"
+
+            rows.append(f"| {v['workload']} | {v['a']} / {v['b']} | {v['metric']} | {state} | {fmt(ia)} | "
+                        f"{fmt(ib)} | {flag} |")
+    if not rows:
+        return ""
+    p("The same comparisons within one host state (quiet: the epoll runs beside a run within "
+      f"{(BUSY_STEP - 1) * 100:.0f}% of the workload's quietest; busy: above that), wherever both runs "
+      "measured that state in at least two rounds:\n")
+    p("| workload | comparison | metric | host | A | B | |")
+    p("|---|---|---|---|---|---|---|")
+    out.extend(rows)
+    p("")
+    p(f"{n} state-matched comparisons: verdicts agree in {agree}, intervals overlap in {overlap}.")
+    return "\n".join(out)
 
 
 def distance_table(dirs):

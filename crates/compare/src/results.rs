@@ -117,6 +117,17 @@ pub struct Verdict {
     /// switched regime across it ([`crate::verdicts::SWITCH_STEP`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub left_out: usize,
+    /// The same ratio over the rounds measured while the host was quiet and while it was busy
+    /// ([`crate::verdicts::BUSY_STEP`]), when an anchored run had at least two of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<ByState>,
+}
+
+/// A verdict's ratio split by the host's state during its rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ByState {
+    pub quiet: Interval,
+    pub busy: Interval,
 }
 
 fn is_zero(n: &usize) -> bool {

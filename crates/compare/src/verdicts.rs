@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::results::{Cell, Knee, Metric, Results, Run, SweepKind, Verdict};
+use crate::results::{ByState, Cell, Knee, Metric, Results, Run, SweepKind, Verdict};
 use crate::stats::paired_ratio;
 
 /// ringpoll's own rows driven by ringpoll's load generator.
@@ -85,7 +85,9 @@ pub const SWITCH_STEP: f64 = 1.10;
 #[derive(Clone, Copy, PartialEq)]
 enum Side {
     Plain(f64),
-    Relative(f64),
+    /// The cost against the anchor runs beside it, and their process CPU per request (the
+    /// host's level at that moment; `None` for the anchor itself).
+    Relative(f64, Option<f64>),
     /// The anchor runs beside it straddle a regime switch.
     Switched,
 }
@@ -103,7 +105,7 @@ fn side(cells: &[Cell], anchor: Option<usize>, c: usize, round: usize, metric: M
     }
     let a = &cells[anchor?];
     if c == anchor? {
-        return Some(Side::Relative(1.0));
+        return Some(Side::Relative(1.0, None));
     }
     let slot = run.slot?;
     let beside: Vec<&Run> =
@@ -118,31 +120,73 @@ fn side(cells: &[Cell], anchor: Option<usize>, c: usize, round: usize, metric: M
     if costs.is_empty() {
         return None;
     }
-    let base = (costs.iter().map(|x| x.ln()).sum::<f64>() / costs.len() as f64).exp();
-    Some(Side::Relative(cost(run, metric)? / base))
+    let base = geometric_mean(&costs);
+    let level = geometric_mean(&cpu);
+    Some(Side::Relative(cost(run, metric)? / base, (level > 0.0 && level.is_finite()).then_some(level)))
 }
 
-/// The rounds both `a` and `b` were measured in, as `(a, b)` pairs of the same kind, and how
-/// many rounds were left out for a regime switch.
-fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> (Vec<(f64, f64)>, usize) {
+fn geometric_mean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+/// A pair whose anchor runs ran more than this factor above the workload's quiet level (the
+/// 10th percentile of all its anchor runs) was measured while the host was busy. On this host
+/// the busy regimes cost 25–50% more per request than the quiet one, and the ratios between
+/// servers differ between them (docs/BENCHMARKS.md, "How reproducible the verdicts are"), so a
+/// verdict over rounds of both also states each on its own.
+pub const BUSY_STEP: f64 = 1.15;
+
+/// The paired rounds of a comparison.
+struct Pairs {
+    /// `(a, b)` costs, or costs against the anchor, of the same kind.
+    all: Vec<(f64, f64)>,
+    /// Whether each pair was measured while the host was busy (anchored rounds only).
+    busy: Vec<Option<bool>>,
+    /// Rounds left out for a regime switch across a run.
+    left_out: usize,
+}
+
+/// The rounds both `a` and `b` were measured in.
+fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> Pairs {
     let w = &cells[a].workload.name;
     let anchor = cells.iter().position(|c| c.workload.name == *w && own(c) && is_anchor(c));
+    let quiet = anchor.and_then(|i| {
+        let mut v: Vec<f64> = cells[i].runs.iter().filter(|r| r.slot.is_some()).map(|r| r.cpu_us_per_req).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 10).copied()
+    });
     let mut rounds: Vec<usize> = cells[a].runs.iter().map(|r| r.round).collect();
     rounds.sort_unstable();
     rounds.dedup();
-    let mut out = Vec::new();
-    let mut left_out = 0;
+    let mut out = Pairs { all: Vec::new(), busy: Vec::new(), left_out: 0 };
     for round in rounds {
         let (Some(x), Some(y)) = (side(cells, anchor, a, round, metric), side(cells, anchor, b, round, metric)) else {
             continue;
         };
         match (x, y) {
-            (Side::Plain(x), Side::Plain(y)) | (Side::Relative(x), Side::Relative(y)) => out.push((x, y)),
-            (Side::Switched, _) | (_, Side::Switched) => left_out += 1,
+            (Side::Plain(x), Side::Plain(y)) => {
+                out.all.push((x, y));
+                out.busy.push(None);
+            }
+            (Side::Relative(x, lx), Side::Relative(y, ly)) => {
+                out.all.push((x, y));
+                let level = lx.into_iter().chain(ly).fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))));
+                out.busy.push(level.zip(quiet).map(|(l, q)| l > q * BUSY_STEP));
+            }
+            (Side::Switched, _) | (_, Side::Switched) => out.left_out += 1,
             _ => {}
         }
     }
-    (out, left_out)
+    out
+}
+
+/// The ratio over the quiet and over the busy rounds of `p`, when it has at least two of each.
+fn by_state(p: &Pairs) -> Option<ByState> {
+    let pick = |want: bool| -> Vec<(f64, f64)> {
+        p.all.iter().zip(&p.busy).filter(|(_, b)| **b == Some(want)).map(|(x, _)| *x).collect()
+    };
+    let (quiet, busy) = (pick(false), pick(true));
+    Some(ByState { quiet: paired_ratio(&quiet)?, busy: paired_ratio(&busy)? })
 }
 
 /// One verdict: `a` against `b` over the rounds both were measured in.
@@ -150,8 +194,10 @@ fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> (Vec<(f64, f64)>
 pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: bool) -> Verdict {
     let ca = &cells[a];
     let cb = &cells[b];
-    let (pairs, left_out) = pairs(cells, a, b, metric);
-    let interval = paired_ratio(&pairs);
+    let p = pairs(cells, a, b, metric);
+    let interval = paired_ratio(&p.all);
+    let states = by_state(&p);
+    let (pairs, left_out) = (p.all, p.left_out);
     let what = match metric {
         Metric::ProcessCpu => "CPU per request",
         Metric::CoreBusy => "core busy time per request",
@@ -160,6 +206,17 @@ pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: boo
         Some(iv) => iv.sentence(&ca.label, &cb.label, what),
         None => format!("{} vs {}: not enough paired rounds for an interval ({})", ca.label, cb.label, pairs.len()),
     };
+    if let Some(st) = &states {
+        let f = |iv: &crate::stats::Interval| format!("{:.2}× ({:.2}–{:.2})", iv.ratio, iv.lo, iv.hi);
+        let _ = write!(
+            text,
+            "; host quiet in {} round(s): {}, busy in {}: {}",
+            st.quiet.n,
+            f(&st.quiet),
+            st.busy.n,
+            f(&st.busy)
+        );
+    }
     if left_out > 0 {
         let _ = write!(
             text,
@@ -176,6 +233,7 @@ pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: boo
         headline,
         text,
         left_out,
+        states,
     }
 }
 
@@ -421,5 +479,54 @@ mod tests {
         cells[1].runs[0].slot = None;
         let iv = verdict(&cells, 1, 0, Metric::ProcessCpu, true).interval.unwrap();
         assert_eq!(iv.n, 5);
+    }
+
+    #[test]
+    fn a_ratio_that_moves_with_the_host_state_is_also_stated_per_state() {
+        // Anchored rounds `epoll uring epoll`; every other round the whole host is busy (all
+        // costs ×1.3) and uring's ratio is 0.85 there, 0.95 when quiet.
+        let mk = |server: Server, slots: &[usize], ratio: &dyn Fn(bool) -> f64| {
+            let runs = (0..12)
+                .flat_map(|round| {
+                    let busy = round % 2 == 0;
+                    let level = if busy { 13.0 } else { 10.0 };
+                    slots
+                        .iter()
+                        .map(|&slot| Run {
+                            round,
+                            slot: Some(slot),
+                            cpu_us_per_req: level * ratio(busy) * (1.0 + 0.001 * round as f64),
+                            core_us_per_req: None,
+                            rps: 1.0,
+                            requests: 1,
+                            ..Run::default()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            Cell::new(main_workloads()[0].clone(), server, LoadGen::Ringpoll, runs, None)
+        };
+        let cells = vec![
+            mk(Server::Ringpoll { backend: "epoll".into() }, &[0, 2], &|_| 1.0),
+            mk(Server::Ringpoll { backend: "uring".into() }, &[1], &|busy| if busy { 0.85 } else { 0.95 }),
+        ];
+        let v = verdict(&cells, 1, 0, Metric::ProcessCpu, true);
+        let st = v.states.expect("both states seen");
+        assert_eq!((st.quiet.n, st.busy.n), (6, 6));
+        assert!((st.quiet.ratio - 0.95).abs() < 1e-6 && (st.busy.ratio - 0.85).abs() < 1e-6, "{st:?}");
+        assert!(st.busy.hi < st.quiet.lo, "the two states' intervals are apart: {st:?}");
+        assert!(
+            v.text.contains("host quiet in 6 round(s): 0.95×") && v.text.contains("busy in 6: 0.85×"),
+            "{}",
+            v.text
+        );
+        // One state only: no split.
+        let mut quiet = cells.clone();
+        for c in &mut quiet {
+            c.runs.retain(|r| r.round % 2 == 1);
+        }
+        let v = verdict(&quiet, 1, 0, Metric::ProcessCpu, true);
+        assert!(v.states.is_none() && !v.text.contains("host quiet"), "{}", v.text);
+        assert!((v.interval.unwrap().ratio - 0.95).abs() < 1e-6);
     }
 }
