@@ -46,7 +46,8 @@ SWITCH_STEP = 1.10
 
 def busy_share(r, workload):
     """(busy, all): the anchored runs of a workload (other than the anchor's) measured while
-    the host was busy, as compare decides it: the two anchor runs beside a run more than
+    the host was busy, as compare decides it (with its 10% switch step, not raised for a noisy
+    machine): the two anchor runs beside a run more than
     BUSY_STEP above the workload's quiet level (10th percentile of its anchor runs)."""
     anchor = r.get("anchor")
     cells = [c for c in r["cells"] if c["workload"]["name"] == workload]

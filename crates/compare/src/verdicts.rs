@@ -78,8 +78,34 @@ fn cost(r: &Run, metric: Metric) -> Option<f64> {
 /// regime that run saw is unknown, and the round is left out of the run's comparisons. Runs
 /// of one server within a regime on this host differ by a few per cent; its regimes by
 /// 25–50% (docs/BENCHMARKS.md, "How reproducible the verdicts are"). Only the anchor's runs
-/// decide it, never the compared server's own, so it cannot lean a ratio either way.
+/// decide it, never the compared server's own, so it cannot lean a ratio either way. On a
+/// machine whose runs all differ that much (short unpinned runs on a loaded machine), such a
+/// difference is its ordinary noise and no switch: the step is then raised to
+/// [`SWITCH_OVER_TYPICAL`] times the typical difference between consecutive anchor runs.
 pub const SWITCH_STEP: f64 = 1.10;
+
+/// A step between two anchor runs counts as a switch only when it is also this many times the
+/// workload's median step between consecutive anchor runs (in log terms).
+pub const SWITCH_OVER_TYPICAL: f64 = 3.0;
+
+/// The factor by which the two anchor runs beside a run must differ for a regime switch, in
+/// `anchor`'s runs of one workload: [`SWITCH_STEP`], or more on a machine as noisy as that
+/// throughout.
+fn switch_step(anchor: &Cell) -> f64 {
+    let mut runs: Vec<&Run> = anchor.runs.iter().filter(|r| r.slot.is_some()).collect();
+    runs.sort_by_key(|r| (r.round, r.slot));
+    let mut steps: Vec<f64> = runs
+        .windows(2)
+        .filter(|w| w[0].round == w[1].round && w[0].cpu_us_per_req > 0.0 && w[1].cpu_us_per_req > 0.0)
+        .map(|w| (w[0].cpu_us_per_req / w[1].cpu_us_per_req).ln().abs())
+        .collect();
+    if steps.is_empty() {
+        return SWITCH_STEP;
+    }
+    steps.sort_by(f64::total_cmp);
+    let typical = steps[steps.len() / 2];
+    SWITCH_STEP.max((SWITCH_OVER_TYPICAL * typical).exp())
+}
 
 /// One side of a paired ratio: a cost, or a cost against the anchor runs beside it.
 #[derive(Clone, Copy, PartialEq)]
@@ -97,7 +123,7 @@ enum Side {
 /// and after it (the anchor itself is 1.0), so that a ratio between two cells is taken
 /// between runs a slot apart, each against its own neighbours; otherwise it is the cost
 /// itself. `None` when the round lacks the run or its neighbours.
-fn side(cells: &[Cell], anchor: Option<usize>, c: usize, round: usize, metric: Metric) -> Option<Side> {
+fn side(cells: &[Cell], anchor: Option<usize>, step: f64, c: usize, round: usize, metric: Metric) -> Option<Side> {
     let cell = &cells[c];
     let run = cell.run_of(round)?;
     if run.slot.is_none() {
@@ -112,7 +138,7 @@ fn side(cells: &[Cell], anchor: Option<usize>, c: usize, round: usize, metric: M
         a.runs.iter().filter(|r| r.round == round && r.slot.is_some_and(|s| s + 1 == slot || s == slot + 1)).collect();
     let cpu: Vec<f64> = beside.iter().map(|r| r.cpu_us_per_req).collect();
     if let [x, y] = cpu[..] {
-        if x > 0.0 && y > 0.0 && x.max(y) / x.min(y) > SWITCH_STEP {
+        if x > 0.0 && y > 0.0 && x.max(y) / x.min(y) > step {
             return Some(Side::Switched);
         }
     }
@@ -144,6 +170,8 @@ struct Pairs {
     busy: Vec<Option<bool>>,
     /// Rounds left out for a regime switch across a run.
     left_out: usize,
+    /// The step between two anchor runs that counts as a switch ([`switch_step`]).
+    step: f64,
 }
 
 /// The rounds both `a` and `b` were measured in.
@@ -158,9 +186,17 @@ fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> Pairs {
     let mut rounds: Vec<usize> = cells[a].runs.iter().map(|r| r.round).collect();
     rounds.sort_unstable();
     rounds.dedup();
-    let mut out = Pairs { all: Vec::new(), busy: Vec::new(), left_out: 0 };
+    // A short run (fewer rounds than the signed-rank interval needs) cannot spare a round:
+    // there every round counts.
+    let step = match anchor {
+        Some(i) if rounds.len() >= crate::stats::SIGNED_RANK_FROM => switch_step(&cells[i]),
+        _ => f64::INFINITY,
+    };
+    let mut out = Pairs { all: Vec::new(), busy: Vec::new(), left_out: 0, step };
     for round in rounds {
-        let (Some(x), Some(y)) = (side(cells, anchor, a, round, metric), side(cells, anchor, b, round, metric)) else {
+        let (Some(x), Some(y)) =
+            (side(cells, anchor, out.step, a, round, metric), side(cells, anchor, out.step, b, round, metric))
+        else {
             continue;
         };
         match (x, y) {
@@ -197,7 +233,7 @@ pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: boo
     let p = pairs(cells, a, b, metric);
     let interval = paired_ratio(&p.all);
     let states = by_state(&p);
-    let (pairs, left_out) = (p.all, p.left_out);
+    let (pairs, left_out, step) = (p.all, p.left_out, p.step);
     let what = match metric {
         Metric::ProcessCpu => "CPU per request",
         Metric::CoreBusy => "core busy time per request",
@@ -221,7 +257,7 @@ pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: boo
         let _ = write!(
             text,
             "; {left_out} round(s) left out, the {ANCHOR} runs beside them differing by more than {:.0}% (a host regime switch)",
-            (SWITCH_STEP - 1.0) * 100.0
+            (step - 1.0) * 100.0
         );
     }
     Verdict {
@@ -528,5 +564,37 @@ mod tests {
         let v = verdict(&quiet, 1, 0, Metric::ProcessCpu, true);
         assert!(v.states.is_none() && !v.text.contains("host quiet"), "{}", v.text);
         assert!((v.interval.unwrap().ratio - 0.95).abs() < 1e-6);
+    }
+
+    #[test]
+    fn on_a_machine_that_noisy_throughout_a_step_between_anchor_runs_is_no_switch() {
+        // `epoll uring epoll poll epoll`, every epoll run 15% off the one before: that is the
+        // machine's ordinary noise here, not a regime switch, so no round is left out.
+        let mk = |server: Server, slots: &[usize], cost: &dyn Fn(usize) -> f64| {
+            let runs = (0..8)
+                .flat_map(|round| {
+                    slots.iter().map(move |&slot| Run {
+                        round,
+                        slot: Some(slot),
+                        cpu_us_per_req: cost(slot),
+                        rps: 1.0,
+                        requests: 1,
+                        ..Run::default()
+                    })
+                })
+                .collect();
+            Cell::new(main_workloads()[0].clone(), server, LoadGen::Ringpoll, runs, None)
+        };
+        let cells = vec![
+            mk(Server::Ringpoll { backend: "epoll".into() }, &[0, 2, 4], &|slot| if slot == 2 { 11.5 } else { 10.0 }),
+            mk(Server::Ringpoll { backend: "uring".into() }, &[1], &|_| 9.0),
+            mk(Server::Ringpoll { backend: "poll".into() }, &[3], &|_| 10.0),
+        ];
+        assert!(switch_step(&cells[0]) > 1.4, "{}", switch_step(&cells[0]));
+        let v = verdict(&cells, 1, 0, Metric::ProcessCpu, true);
+        assert_eq!((v.left_out, v.interval.map(|i| i.n)), (0, Some(8)), "{}", v.text);
+        // The same steps on a machine otherwise steady are switches.
+        let steady = anchored(8);
+        assert!((switch_step(&steady[0]) - SWITCH_STEP).abs() < 1e-12);
     }
 }
