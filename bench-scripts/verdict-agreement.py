@@ -130,7 +130,8 @@ def table(a_dir, b_dir):
     p("")
     p(f"{n} comparisons (`*` headline): verdicts agree in {agree}, intervals overlap in {overlap}.")
     if edge:
-        p(f"In each of the {len(edge)} whose verdicts differ, an end of one of the two intervals lies within "
+        which = "In the one whose verdicts differ" if len(edge) == 1 else f"In each of the {len(edge)} whose verdicts differ"
+        p(f"{which}, an end of one of the two intervals lies within "
           f"{max(edge):.3f} of 1.0: an effect that small sits at the edge of what an interval of that width "
           "tells apart from none, so which side of the edge a run lands on is chance.")
     states = state_table(a, b)
