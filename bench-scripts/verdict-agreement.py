@@ -177,7 +177,7 @@ def state_table(a, b):
         return ""
     p("The same comparisons within one host state (quiet: the epoll runs beside a run within "
       f"{(BUSY_STEP - 1) * 100:.0f}% of the workload's quietest; busy: above that), wherever both runs "
-      "measured that state in at least two rounds:\n")
+      "measured that state in at least six rounds (compare states a split only from six rounds in each state):\n")
     p("| workload | comparison | metric | host | A | B | |")
     p("|---|---|---|---|---|---|---|")
     out.extend(rows)

@@ -118,7 +118,7 @@ pub struct Verdict {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub left_out: usize,
     /// The same ratio over the rounds measured while the host was quiet and while it was busy
-    /// ([`crate::verdicts::BUSY_STEP`]), when an anchored run had at least two of each.
+    /// ([`crate::verdicts::BUSY_STEP`]), when an anchored run had at least six of each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub states: Option<ByState>,
 }

@@ -216,12 +216,17 @@ fn pairs(cells: &[Cell], a: usize, b: usize, metric: Metric) -> Pairs {
     out
 }
 
-/// The ratio over the quiet and over the busy rounds of `p`, when it has at least two of each.
+/// The ratio over the quiet and over the busy rounds of `p`, when it has enough of each for
+/// the signed-rank interval (fewer give intervals too wide to tell the states apart, and
+/// only clutter the verdict).
 fn by_state(p: &Pairs) -> Option<ByState> {
     let pick = |want: bool| -> Vec<(f64, f64)> {
         p.all.iter().zip(&p.busy).filter(|(_, b)| **b == Some(want)).map(|(x, _)| *x).collect()
     };
     let (quiet, busy) = (pick(false), pick(true));
+    if quiet.len() < crate::stats::SIGNED_RANK_FROM || busy.len() < crate::stats::SIGNED_RANK_FROM {
+        return None;
+    }
     Some(ByState { quiet: paired_ratio(&quiet)?, busy: paired_ratio(&busy)? })
 }
 
@@ -556,6 +561,12 @@ mod tests {
             "{}",
             v.text
         );
+        // Five busy rounds are too few for a split.
+        let mut few = cells.clone();
+        for c in &mut few {
+            c.runs.retain(|r| r.round != 0);
+        }
+        assert!(verdict(&few, 1, 0, Metric::ProcessCpu, true).states.is_none());
         // One state only: no split.
         let mut quiet = cells.clone();
         for c in &mut quiet {
