@@ -1,5 +1,5 @@
 //! `ringpoll serve` start-up as a user meets it: a port someone holds is refused (exit 1, one
-//! line, on every backend), bad flag values exit 2 with one clap-style line, the pinning message
+//! line, on every backend), and so is the second of two ringpolls started on one address at once, bad flag values exit 2 with one clap-style line, the pinning message
 //! tells the truth once, and `--listen` resolves host names.
 
 mod common;
@@ -9,16 +9,30 @@ use std::process::Command;
 
 use common::*;
 
-on_every_backend!(a_port_another_process_holds_is_refused);
+on_every_backend!(
+    a_port_another_process_holds_is_refused,
+    of_two_ringpolls_starting_on_one_address_at_once_only_one_serves
+);
 
-/// `ringpoll serve ARGS` to completion: (exit code, stdout, stderr).
+/// `ringpoll serve ARGS` to completion: (exit code, stdout, stderr). One that is still running
+/// after 20 s (it started although it should not have) is killed by `wait_exit`, and the code
+/// is `None`.
 fn serve(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN).arg("serve").args(args).env("RINGPOLL_LOG", "warn").output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env("RINGPOLL_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, std::time::Duration::from_secs(20));
+    let (mut out, mut err) = (String::new(), String::new());
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (code, out, err)
 }
 
 fn a_port_another_process_holds_is_refused(backend: &str) {
@@ -45,6 +59,60 @@ fn a_port_another_process_holds_is_refused(backend: &str) {
         let mut c = first.connect();
         c.write_all(&[i]).unwrap();
         assert_eq!(read_exact(&mut c, 1), [i], "{backend}");
+    }
+}
+
+/// A loopback address with a port nothing listens on at the moment.
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn of_two_ringpolls_starting_on_one_address_at_once_only_one_serves(backend: &str) {
+    let args = |a: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["serve", "--listen", a, "--mode", "echo", "--no-pin"].map(String::from).to_vec();
+        v.extend(backend_args(backend, "echo").into_iter().map(String::from));
+        v
+    };
+    // Another ringpoll has claimed the address and not bound it yet: refused, though
+    // nothing listens there.
+    let addr = free_addr();
+    let claim = ringpoll_sys::socket::claim_port(addr).unwrap().expect("nobody claims a fresh port");
+    let a = addr.to_string();
+    let (code, stdout, err) = serve(&args(&a).iter().skip(1).map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, Some(1), "{backend}: {stdout}{err}");
+    assert!(stdout.is_empty(), "{backend}: printed {stdout:?}");
+    assert_eq!(err.trim().lines().count(), 1, "{backend}: one line: {err}");
+    assert!(err.contains(&format!("cannot listen on {a}: another ringpoll is starting on it")), "{backend}: {err}");
+    drop(claim);
+    let started = ServerProc::spawn(Command::new(BIN).args(args(&a)));
+    assert!(started.is_ok(), "{backend}: the released claim is free again: {:?}", started.err());
+    drop(started);
+
+    // Two started at the same moment, a few times: one serves, the other is refused.
+    for attempt in 0..4 {
+        let a = free_addr().to_string();
+        let gate = std::sync::Barrier::new(2);
+        let (x, y) = std::thread::scope(|s| {
+            let start = || {
+                gate.wait();
+                ServerProc::spawn(Command::new(BIN).args(args(&a)))
+            };
+            let (x, y) = (s.spawn(start), s.spawn(start));
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        let what = format!("{backend}, attempt {attempt}");
+        let (served, refused) = match (x, y) {
+            (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
+            (Ok(_), Ok(_)) => panic!("{what}: both serve {a}"),
+            (Err(e1), Err(e2)) => panic!("{what}: neither serves: {e1} / {e2}"),
+        };
+        assert!(
+            refused.contains(&format!("cannot listen on {a}: another")),
+            "{what}: refused for another reason: {refused}"
+        );
+        let mut c = served.connect();
+        c.write_all(b"x").unwrap();
+        assert_eq!(read_exact(&mut c, 1), b"x", "{what}");
     }
 }
 

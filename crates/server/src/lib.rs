@@ -54,6 +54,9 @@ pub enum ServeError {
     /// Another process listens on the address (exit status 1).
     #[error("cannot listen on {addr}: another process already listens there (stop it, or start with --takeover if it is a ringpoll)")]
     PortTaken { addr: SocketAddr },
+    /// Another ringpoll is starting on the address at this moment (exit status 1).
+    #[error("cannot listen on {addr}: another ringpoll is starting on it (stop it, or start with --takeover once it listens)")]
+    PortClaimed { addr: SocketAddr },
     #[error("worker {0} panicked")]
     Panic(usize),
 }

@@ -48,6 +48,8 @@ pub struct Server {
     /// Active health of each upstream group.
     boards: Vec<Arc<HealthBoard>>,
     _checker: Option<Checker>,
+    /// This process's claim on each address it listens on by number ([`socket::PortClaim`]).
+    _claims: Vec<socket::PortClaim>,
 }
 
 impl Server {
@@ -68,14 +70,20 @@ impl Server {
         }
 
         // Port ownership: only this process's workers share a port, unless it was handed over.
+        // The claim first (held until this server is dropped), so that of two ringpolls
+        // starting on one address at once only one goes on to the check and the bind.
+        let mut claims = Vec::new();
         for l in &cfg.listeners {
             let handed = inherited.as_ref().is_some_and(|i| i.listeners.contains_key(&l.listen));
             if l.listen.port() != 0 && !handed {
+                let bind_err = |source| ServeError::Bind { addr: l.listen, source };
+                let claim = socket::claim_port(l.listen).map_err(bind_err)?;
                 match socket::someone_listens(l.listen) {
                     Ok(true) => return Err(ServeError::PortTaken { addr: l.listen }),
                     Ok(false) => {}
-                    Err(source) => return Err(ServeError::Bind { addr: l.listen, source }),
+                    Err(source) => return Err(bind_err(source)),
                 }
+                claims.push(claim.ok_or(ServeError::PortClaimed { addr: l.listen })?);
             }
         }
 
@@ -109,6 +117,7 @@ impl Server {
             access_log,
             boards: boards.clone(),
             _checker: checker,
+            _claims: claims,
         };
 
         // Inherited sockets: one per worker and listener; any beyond the worker count go to

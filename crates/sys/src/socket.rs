@@ -72,6 +72,39 @@ pub fn someone_listens(addr: SocketAddr) -> io::Result<bool> {
     r
 }
 
+/// A claim on a TCP address among the ringpoll processes of one network namespace, held for
+/// as long as the value lives: a Unix datagram socket bound in the abstract namespace under a
+/// name made from the address.
+///
+/// [`someone_listens`] sees a listener only once it is bound, so two ringpolls started on one
+/// address at the same moment could both find it free and then both join one SO_REUSEPORT
+/// group, silently sharing the port. Binding a name is atomic: of two processes claiming one
+/// address, only one gets it. The name is released when the socket closes (at the latest when
+/// the process exits, however it exits), with no TIME_WAIT.
+#[derive(Debug)]
+pub struct PortClaim {
+    _socket: std::os::unix::net::UnixDatagram,
+}
+
+/// The abstract socket name of the claim on `addr`.
+#[must_use]
+pub fn claim_name(addr: SocketAddr) -> String {
+    format!("ringpoll-port/{addr}")
+}
+
+/// Claim `addr` (see [`PortClaim`]); `Ok(None)` when another process holds the claim.
+pub fn claim_port(addr: SocketAddr) -> io::Result<Option<PortClaim>> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let name = UnixAddr::from_abstract_name(claim_name(addr).as_bytes())?;
+    count_syscall();
+    match UnixDatagram::bind_addr(&name) {
+        Ok(socket) => Ok(Some(PortClaim { _socket: socket })),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Accept one connection as a non-blocking, close-on-exec stream; `Ok(None)` when the
 /// backlog is empty.
 pub fn accept(listener: &TcpListener) -> io::Result<Option<TcpStream>> {
