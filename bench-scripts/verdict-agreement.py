@@ -40,48 +40,26 @@ def load(d):
         return json.load(f)
 
 
-BUSY_STEP = 1.15  # crates/compare/src/verdicts.rs
-SWITCH_STEP = 1.10
+BUSY_STEP = 1.15  # crates/compare/src/verdicts.rs, for the table's caption
 
 
 def busy_share(r, workload):
-    """(busy, all): the anchored runs of a workload (other than the anchor's) measured while
-    the host was busy, as compare decides it (with its 10% switch step, not raised for a noisy
-    machine): the two anchor runs beside a run more than
-    BUSY_STEP above the workload's quiet level (10th percentile of its anchor runs)."""
-    anchor = r.get("anchor")
-    cells = [c for c in r["cells"] if c["workload"]["name"] == workload]
-    e = next((c for c in cells if c["label"] == anchor and not c.get("peer")), None)
-    if not anchor or not e:
-        return None
-    levels = sorted(x["cpu_us_per_req"] for x in e["runs"] if x.get("slot") is not None)
-    if not levels:
-        return None
-    quiet = levels[len(levels) // 10]
-    busy = total = 0
-    for c in cells:
-        if c is e:
-            continue
-        for run in c["runs"]:
-            if run.get("slot") is None:
-                continue
-            near = [x["cpu_us_per_req"] for x in e["runs"]
-                    if x["round"] == run["round"] and x.get("slot") in (run["slot"] - 1, run["slot"] + 1)]
-            if len(near) != 2 or max(near) / min(near) > SWITCH_STEP:
-                continue
-            total += 1
-            busy += math.sqrt(near[0] * near[1]) > quiet * BUSY_STEP
-    return busy, total
+    """(busy, all): the rounds of a workload's uring-vs-epoll verdict (else its first one)
+    that compare counted as measured while the host was busy (`busy` in results.json)."""
+    vs = [v for v in r["verdicts"] if v["workload"] == workload and v["metric"] == "process_cpu"
+          and v.get("interval") and v.get("busy") is not None]
+    v = next((v for v in vs if v["a"] == "uring" and v["b"] == "epoll"), vs[0] if vs else None)
+    return (v["busy"], v["interval"]["n"]) if v else None
 
 
-def in_state(v, mix, state):
+def in_state(v, state):
     """The verdict's interval over the rounds of one host state: its own split, or the whole
-    interval when every round of the run was in that state."""
+    interval when every one of its rounds was in that state."""
     if v.get("states"):
         return v["states"][state]
-    if mix and mix[1]:
-        if (state == "busy" and mix[0] == mix[1]) or (state == "quiet" and mix[0] == 0):
-            return v["interval"]
+    busy, n = v.get("busy"), v["interval"]["n"]
+    if busy is not None and ((state == "busy" and busy == n) or (state == "quiet" and busy == 0)):
+        return v["interval"]
     return None
 
 
@@ -96,7 +74,7 @@ def table(a_dir, b_dir):
             m = busy_share(r, g["workload"])
             if m and m[1]:
                 mix.append(f"{g['workload']} {m[0]} of {m[1]}")
-        host = f"; runs measured while the host was busy: {', '.join(mix)}" if mix else ""
+        host = f"; rounds measured while the host was busy (uring vs epoll): {', '.join(mix)}" if mix else ""
         p(f"- run {name} ({r['machine']['date_utc']}): `{r['command']}`: {steps}{host}")
     p("")
     p("| workload | comparison | metric | A | B | |")
@@ -157,8 +135,8 @@ def state_table(a, b):
         if not v.get("interval") or not w:
             continue
         for state in ("quiet", "busy"):
-            ia = in_state(v, busy_share(a, v["workload"]), state)
-            ib = in_state(w, busy_share(b, v["workload"]), state)
+            ia = in_state(v, state)
+            ib = in_state(w, state)
             if not ia or not ib:
                 continue
             n += 1

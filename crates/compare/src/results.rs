@@ -121,6 +121,10 @@ pub struct Verdict {
     /// ([`crate::verdicts::BUSY_STEP`]), when an anchored run had at least six of each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub states: Option<ByState>,
+    /// How many of the verdict's paired rounds were measured while the host was busy
+    /// (anchored rounds only; the rest of `interval.n` were quiet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<usize>,
 }
 
 /// A verdict's ratio split by the host's state during its rounds.

@@ -238,6 +238,7 @@ pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: boo
     let p = pairs(cells, a, b, metric);
     let interval = paired_ratio(&p.all);
     let states = by_state(&p);
+    let busy = p.busy.iter().any(Option::is_some).then(|| p.busy.iter().filter(|b| **b == Some(true)).count());
     let (pairs, left_out, step) = (p.all, p.left_out, p.step);
     let what = match metric {
         Metric::ProcessCpu => "CPU per request",
@@ -275,6 +276,7 @@ pub fn verdict(cells: &[Cell], a: usize, b: usize, metric: Metric, headline: boo
         text,
         left_out,
         states,
+        busy,
     }
 }
 
@@ -554,6 +556,7 @@ mod tests {
         let v = verdict(&cells, 1, 0, Metric::ProcessCpu, true);
         let st = v.states.expect("both states seen");
         assert_eq!((st.quiet.n, st.busy.n), (6, 6));
+        assert_eq!(v.busy, Some(6), "busy rounds counted");
         assert!((st.quiet.ratio - 0.95).abs() < 1e-6 && (st.busy.ratio - 0.85).abs() < 1e-6, "{st:?}");
         assert!(st.busy.hi < st.quiet.lo, "the two states' intervals are apart: {st:?}");
         assert!(
@@ -574,6 +577,7 @@ mod tests {
         }
         let v = verdict(&quiet, 1, 0, Metric::ProcessCpu, true);
         assert!(v.states.is_none() && !v.text.contains("host quiet"), "{}", v.text);
+        assert_eq!(v.busy, Some(0));
         assert!((v.interval.unwrap().ratio - 0.95).abs() < 1e-6);
     }
 
