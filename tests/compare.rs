@@ -82,6 +82,17 @@ fn quick_compare_on_a_reduced_matrix_writes_every_output() {
     };
     assert_eq!(slots("epoll"), [(0, 0), (0, 2), (1, 0), (1, 2)]);
     assert_eq!(slots("poll"), [(0, 1), (1, 1)]);
+    // Round 0 is measured run by run (it gives the latency figures), round 1 in an
+    // interleaved block: both servers running, their load generators taking turns.
+    for cell in j["cells"].as_array().unwrap() {
+        for r in cell["runs"].as_array().unwrap() {
+            let interleaved = r["interleaved"].as_bool().unwrap_or(false);
+            assert_eq!(interleaved, r["round"] == 1, "{}: {r}", cell["label"]);
+            assert_eq!(r["histogram"].is_string(), !interleaved, "latency only from runs: {r}");
+            assert!(r["requests"].as_u64().unwrap() > 0 && r["cpu_us_per_req"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["syscalls_per_req"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
     let cell = &j["cells"][0];
     assert!(cell["error"].is_null(), "{cell}");
     let m = &cell["median"];
@@ -103,6 +114,20 @@ fn quick_compare_on_a_reduced_matrix_writes_every_output() {
     assert!(md.contains("command: `") && md.contains("| epoll |") && md.contains("verdicts.svg"), "{md}");
     assert!(md.contains("95% CI") || md.contains("no difference detectable"), "{md}");
     assert!(md.contains("between two runs of epoll"), "the report says how rounds were run: {md}");
+    assert!(md.contains("interleaved block"), "the report says how rounds were measured: {md}");
+
+    // --no-interleave: anchored, every run measured afresh.
+    let _ = std::fs::remove_dir_all(&out);
+    let o =
+        compare(&["--backends", "epoll,poll", "--workloads", "echo-64B-c64", "--rounds", "2", "--no-interleave"], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j = json(&out);
+    assert_eq!(j["anchor"], "epoll");
+    for cell in j["cells"].as_array().unwrap() {
+        for r in cell["runs"].as_array().unwrap() {
+            assert!(r.get("interleaved").is_none() && r["histogram"].is_string(), "{r}");
+        }
+    }
 
     // --no-anchor: every server once per round, no slots.
     let _ = std::fs::remove_dir_all(&out);

@@ -82,6 +82,12 @@ pub struct CompareArgs {
     /// two of them (the main matrix anchors its rounds on epoll by default).
     #[arg(long)]
     pub no_anchor: bool,
+    /// Measure every run of an anchored round by starting its server and load afresh, instead
+    /// of in interleaved blocks (the servers of a workload running together, their load
+    /// generators taking turns in short slots; used where every server is ringpoll's and the
+    /// workload is closed-loop echo or HTTP over loopback).
+    #[arg(long)]
+    pub no_interleave: bool,
     /// Seed of the per-round shuffles (default: from the clock; recorded in results.json).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -169,6 +175,9 @@ pub struct Options {
     pub max_time: Option<Duration>,
     /// Anchored rounds (see [`crate::plan::sequence`]).
     pub anchor: bool,
+    /// Anchored rounds after the first measured in interleaved blocks where the workload and
+    /// its servers allow ([`crate::interleave`]).
+    pub interleave: bool,
     pub seed: u64,
     pub slo: Duration,
     pub peers_dir: PathBuf,
@@ -299,6 +308,9 @@ impl CompareArgs {
         if self.no_anchor && suite != Suite::Main {
             bail!("--no-anchor applies to the main matrix (the other suites never anchor their rounds)");
         }
+        if self.no_interleave && suite != Suite::Main {
+            bail!("--no-interleave applies to the main matrix (the other suites measure run by run)");
+        }
 
         let cpus = usable_cpus();
         let names = |v: &[usize]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -341,6 +353,7 @@ impl CompareArgs {
             target_ci: self.target_ci,
             max_time: self.max_time.or(self.target_ci.map(|_| Duration::from_secs(30 * 60))),
             anchor: suite == Suite::Main && !self.no_anchor,
+            interleave: suite == Suite::Main && !self.no_anchor && !self.no_interleave,
             seed,
             slo: self.slo,
             peers_dir: self.peers_dir.clone(),
@@ -386,6 +399,7 @@ mod tests {
             (vec!["--sweep", "rate", "--suite", "idle"], "cannot be combined"),
             (vec!["--target-ci", "5%", "--sweep", "conns"], "--target-ci applies"),
             (vec!["--no-anchor", "--suite", "idle"], "--no-anchor applies"),
+            (vec!["--no-interleave", "--suite", "idle"], "--no-interleave applies"),
             (vec!["--suite", "idle", "--active-levels", "0,8"], "--active-levels"),
             (vec!["--variant", "on=uring --x", "--variant", "on=uring"], "the name 'on' is taken"),
             (vec!["--variant", "epoll=epoll"], "the name 'epoll' is taken"),

@@ -39,6 +39,30 @@ pub fn read(cpu: usize) -> Result<CoreTimes> {
     parse(&stat, cpu)
 }
 
+/// Sum the `time` files (µs) of a CPU's cpuidle states, given the states' directory
+/// listing reader; `None` when there are no states or one cannot be read.
+fn residency_in(dir: &std::path::Path) -> Option<f64> {
+    let mut total = 0u64;
+    let mut states = 0;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("state") {
+            continue;
+        }
+        total += std::fs::read_to_string(e.path().join("time")).ok()?.trim().parse::<u64>().ok()?;
+        states += 1;
+    }
+    (states > 0).then(|| total as f64 / 1e6)
+}
+
+/// Seconds CPU `cpu` has spent idle, from cpuidle's residency of each idle state (µs
+/// resolution, where /proc/stat counts 10 ms ticks). An idle period is added when it ends,
+/// so a reading lags by the period in progress, if any: on a busy core, microseconds.
+/// `None` where the kernel has no cpuidle for that CPU.
+#[must_use]
+pub fn idle_residency(cpu: usize) -> Option<f64> {
+    residency_in(std::path::Path::new(&format!("/sys/devices/system/cpu/cpu{cpu}/cpuidle")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +76,21 @@ mod tests {
         assert!((c.total - 11.77).abs() < 1e-9);
         assert!(parse(stat, 2).is_err());
         assert!(read(0).is_ok_and(|c| c.total > 0.0));
+    }
+
+    #[test]
+    fn idle_residency_sums_every_state_and_needs_all_of_them() {
+        let dir = std::env::temp_dir().join(format!("ringpoll-cpuidle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(residency_in(&dir), None, "no cpuidle");
+        for (state, us) in [("state0", "1500\n"), ("state1", "2000000\n")] {
+            std::fs::create_dir_all(dir.join(state)).unwrap();
+            std::fs::write(dir.join(state).join("time"), us).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("driver")).unwrap();
+        assert_eq!(residency_in(&dir), Some(2.0015));
+        std::fs::write(dir.join("state1").join("time"), "n/a").unwrap();
+        assert_eq!(residency_in(&dir), None, "a state that cannot be read is no reading");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod cpustat;
 pub mod idle;
+pub mod interleave;
 pub mod matrix;
 pub mod measure;
 pub mod netns;

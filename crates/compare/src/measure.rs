@@ -302,6 +302,7 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen, r
         window_s: window,
         offered_rate: rate,
         histogram: load.latency_histogram,
+        interleaved: false,
     })
 }
 
@@ -363,13 +364,13 @@ fn target(w: &Workload, proc: &Proc) -> String {
     }
 }
 
-fn run_ringpoll_load(setup: &Setup, w: &Workload, proc: &Proc, rate: Option<f64>) -> Result<LoadJson> {
+/// `ringpoll load` driving `proc` with workload `w` for `duration` after `warmup`, pinned to
+/// the load CPU (without `--json` or the rate).
+pub(crate) fn load_command(setup: &Setup, w: &Workload, proc: &Proc, duration: Duration, warmup: Duration) -> Command {
     let mut cmd = procs::command(setup.load_ns(w), setup.load_cpu, &setup.ringpoll);
-    cmd.arg("load").arg("--json");
+    cmd.arg("load");
     cmd.args(["-t", "1", "-c", &w.conns.to_string(), "--depth", &w.depth.to_string()]);
-    cmd.args(["-d", &format!("{}ms", setup.duration.as_millis())]);
-    // Idle connections are opened at the start: leave them time to connect before the window.
-    let warmup = setup.warmup.max(Duration::from_millis(500 + w.idle as u64 / 5));
+    cmd.args(["-d", &format!("{}ms", duration.as_millis())]);
     cmd.args(["--warmup", &format!("{}ms", warmup.as_millis())]);
     if w.proto != Proto::Http {
         cmd.args(["--mode", "echo", "--size", &w.size.to_string()]);
@@ -377,10 +378,18 @@ fn run_ringpoll_load(setup: &Setup, w: &Workload, proc: &Proc, rate: Option<f64>
     if w.idle > 0 {
         cmd.args(["--idle", &w.idle.to_string()]);
     }
+    cmd.arg(target(w, proc));
+    cmd
+}
+
+fn run_ringpoll_load(setup: &Setup, w: &Workload, proc: &Proc, rate: Option<f64>) -> Result<LoadJson> {
+    // Idle connections are opened at the start: leave them time to connect before the window.
+    let warmup = setup.warmup.max(Duration::from_millis(500 + w.idle as u64 / 5));
+    let mut cmd = load_command(setup, w, proc, setup.duration, warmup);
+    cmd.arg("--json");
     if let Some(r) = rate {
         cmd.args(["--rate", &format!("{r:.0}")]);
     }
-    cmd.arg(target(w, proc));
     let (status, stdout, stderr) = run_child(cmd, "ringpoll load", &setup.stop)?;
     let parsed: Option<LoadJson> = serde_json::from_slice(&stdout).ok();
     match parsed {

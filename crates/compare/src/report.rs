@@ -175,6 +175,21 @@ fn method(out: &mut String, r: &Results) {
         r.target_ci.map_or(String::new(), |t| format!(" at least, more until every interval (every comparison, both metrics) is within ±{:.1}%", t * 100.0)),
         r.max_time_s.map_or(String::new(), |t| format!(", at most {:.0} s in all", t)),
     );
+    let interleaved: Vec<String> = r
+        .workload_names()
+        .into_iter()
+        .filter(|w| r.cells.iter().any(|c| c.workload.name == *w && c.runs.iter().any(|x| x.interleaved)))
+        .collect();
+    if !interleaved.is_empty() {
+        let _ = writeln!(
+            out,
+            "- {}: the first round measured run by run as above, every later one in an interleaved block: all servers of the workload running at once, each with its own load generator, the load generators taking turns (the others paused with SIGSTOP) in slots of {:.1} s measured after {:.1} s, requests counted by the server, the core's busy time as the slot less the core's idle time (cpuidle residency, µs; /proc/stat where there is none); servers restarted every {} rounds. Slots give cost and throughput, not latency",
+            interleaved.join(", "),
+            crate::interleave::SLOT.as_secs_f64(),
+            crate::interleave::SETTLE.as_secs_f64(),
+            crate::interleave::BLOCK_ROUNDS
+        );
+    }
     let _ = writeln!(
         out,
         "- CPU µs/req: the server process's utime+stime over the load's measured window / successful requests; core µs/req: the busy time (user+nice+system+irq+softirq, /proc/stat) of the server's pinned core over the same window / requests, which includes the TCP/IP work done in softirq on that core (and anything else that ran there)"
@@ -184,7 +199,7 @@ fn method(out: &mut String, r: &Results) {
         "- verdicts: ratio of paired per-round costs with its 95% CI ({}); \"no difference detectable\" when the interval spans 1.0. Each verdict names its metric",
         if r.interval_method.is_empty() { crate::stats::METHOD } else { &r.interval_method }
     );
-    let _ = writeln!(out, "- latency percentiles: from the runs' HDR histograms merged; other figures: medians over the runs; `spread` is half the max-min range");
+    let _ = writeln!(out, "- latency percentiles: from the runs' HDR histograms merged (not the interleaved slots'); other figures: medians over the runs; `spread` is half the max-min range");
     if !r.skipped.is_empty() {
         let _ = writeln!(out, "- skipped: {}", r.skipped.join("; "));
     }

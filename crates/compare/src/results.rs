@@ -55,6 +55,10 @@ pub struct Run {
     /// The load generator's latency histogram (µs; V2 + deflate, base64); wrk gives none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<String>,
+    /// Measured in a slot of an interleaved block ([`crate::interleave`]): requests counted
+    /// by the server, no latency figures.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interleaved: bool,
 }
 
 /// All runs of one (workload, server, load generator) combination.
@@ -326,15 +330,17 @@ fn spread(v: &[f64]) -> f64 {
 #[must_use]
 pub fn merged_histogram(runs: &[Run]) -> Option<hdrhistogram::Histogram<u64>> {
     let mut h = histogram::latency_histogram();
-    for r in runs {
+    // The slots of interleaved blocks measure no latency: only the other runs count.
+    let timed: Vec<&Run> = runs.iter().filter(|r| !r.interleaved).collect();
+    for r in &timed {
         let one = histogram::decode(r.histogram.as_deref()?).ok()?;
         histogram::merge_into(&mut h, &one);
     }
-    (!runs.is_empty()).then_some(h)
+    (!timed.is_empty()).then_some(h)
 }
 
 /// Field-wise median of several runs; latency percentiles from the merged histogram when
-/// every run has one (a percentile of medians is not a percentile).
+/// every run that measured latency has one (a percentile of medians is not a percentile).
 #[must_use]
 pub fn median_run(runs: &[Run]) -> Run {
     let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
@@ -342,16 +348,19 @@ pub fn median_run(runs: &[Run]) -> Run {
         let v: Vec<f64> = runs.iter().filter_map(f).collect();
         (!v.is_empty()).then(|| median(v))
     };
+    // Latency comes from the runs that measured it (not the slots of interleaved blocks).
+    let timed: Vec<&Run> = runs.iter().filter(|r| !r.interleaved).collect();
+    let lat = |f: fn(&Run) -> f64| median(timed.iter().map(|r| f(r)).collect());
     let mut out = Run {
         round: 0,
         slot: None,
         requests: m(|r| r.requests as f64) as u64,
         rps: m(|r| r.rps),
-        p50_us: m(|r| r.p50_us),
-        p90_us: m(|r| r.p90_us),
-        p99_us: m(|r| r.p99_us),
-        p999_us: m(|r| r.p999_us),
-        max_us: runs.iter().map(|r| r.max_us).fold(0.0, f64::max),
+        p50_us: lat(|r| r.p50_us),
+        p90_us: lat(|r| r.p90_us),
+        p99_us: lat(|r| r.p99_us),
+        p999_us: lat(|r| r.p999_us),
+        max_us: timed.iter().map(|r| r.max_us).fold(0.0, f64::max),
         errors: runs.iter().map(|r| r.errors).sum(),
         cpu_us_per_req: m(|r| r.cpu_us_per_req),
         core_us_per_req: opt(|r| r.core_us_per_req),
@@ -364,6 +373,7 @@ pub fn median_run(runs: &[Run]) -> Run {
         window_s: m(|r| r.window_s),
         offered_rate: opt(|r| r.offered_rate),
         histogram: None,
+        interleaved: false,
     };
     if let Some(h) = merged_histogram(runs).filter(|h| !h.is_empty()) {
         out.p50_us = h.value_at_quantile(0.50) as f64;
@@ -512,5 +522,22 @@ mod tests {
         assert_eq!(c.median.p99_us, 100.0);
         assert!(c.median.p999_us >= 49_000.0, "{:?}", c.median);
         assert!(c.histogram.is_some());
+    }
+
+    #[test]
+    fn the_slots_of_interleaved_blocks_count_in_costs_but_not_in_latency() {
+        // One run that measured latency, two slots that did not (no histogram, no percentiles).
+        let slot = |rps, cpu| Run { rps, cpu_us_per_req: cpu, requests: 5, interleaved: true, ..Run::default() };
+        let c = Cell::new(
+            main_workloads()[0].clone(),
+            Server::Ringpoll { backend: "epoll".into() },
+            LoadGen::Ringpoll,
+            vec![run(100.0, 3.0, &[700; 100]), slot(300.0, 1.0), slot(200.0, 2.0)],
+            None,
+        );
+        assert_eq!((c.median.rps, c.median.cpu_us_per_req), (200.0, 2.0), "costs over all three");
+        assert_eq!(c.median.p99_us, 700.0, "latency from the run alone: {:?}", c.median);
+        let h = histogram::decode(c.histogram.as_deref().unwrap()).unwrap();
+        assert_eq!(h.len(), 100, "the merged histogram holds the run's requests only");
     }
 }

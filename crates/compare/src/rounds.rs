@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::cli::Options;
+use crate::interleave::{self, Block, BLOCK_ROUNDS};
 use crate::matrix::Workload;
 use crate::measure::{self, Interrupted, Setup};
 use crate::plan::{order, sequence, Member};
@@ -92,6 +93,15 @@ pub fn run(
             let left = (total.as_secs_f64() - used).max(0.0);
             g_started + Duration::from_secs_f64(left / (groups.len() - gi) as f64)
         });
+        // A lone anchored workload whose servers all allow it is measured in interleaved
+        // blocks after its first round (which, measured run by run, gives the latency).
+        let mut interleave = opts.interleave && group.len() == 1 && {
+            let servers: Vec<_> =
+                rows.iter().map(|&(_, i)| (&results.cells[i].server, results.cells[i].loadgen)).collect();
+            interleave::eligible(&plan[group[0]].0, &servers)
+        };
+        // The running block, and the cells of its members in order.
+        let mut block: Option<(Vec<usize>, Block)> = None;
         let mut round = 0;
         let outcome = loop {
             if round >= opts.rounds {
@@ -129,6 +139,27 @@ pub fn run(
             if anchored {
                 results.anchor = Some(verdicts::ANCHOR.into());
             }
+            let todo = seq.iter().enumerate().any(|(slot, &k)| {
+                let c = &results.cells[live[k].1];
+                c.error.is_none() && !c.has_run(round, anchored.then_some(slot))
+            });
+            let in_block = interleave && anchored && round > 0 && todo;
+            if in_block {
+                let cells: Vec<usize> = live.iter().map(|&(_, i)| i).collect();
+                let stale = block.as_ref().is_none_or(|(c, b)| *c != cells || b.rounds >= BLOCK_ROUNDS);
+                if stale {
+                    block = None; // stops the old servers before the new ones start
+                    let servers: Vec<&crate::matrix::Server> =
+                        cells.iter().map(|&i| &results.cells[i].server).collect();
+                    match Block::start(setup, &plan[group[0]].0, &servers) {
+                        Ok(b) => block = Some((cells, b)),
+                        Err(e) => {
+                            eprintln!("  [{}] interleaved blocks unavailable, measuring run by run: {e:#}", names[0]);
+                            interleave = false;
+                        }
+                    }
+                }
+            }
             for (slot, k) in seq.into_iter().enumerate() {
                 let (wi, i) = live[k];
                 let w = &plan[wi].0;
@@ -140,19 +171,30 @@ pub fn run(
                     return Ok(Ended::Interrupted);
                 }
                 let (server, loadgen) = (results.cells[i].server.clone(), results.cells[i].loadgen);
-                match measure::measure(setup, &server, w, loadgen, w.rate.map(|r| r as f64)) {
+                let measured = match block.as_mut().filter(|_| in_block) {
+                    Some((cells, b)) => match cells.iter().position(|&c| c == i) {
+                        Some(member) => b.slot(member),
+                        None => Err(anyhow::anyhow!("not a member of the interleaved block")),
+                    },
+                    None => measure::measure(setup, &server, w, loadgen, w.rate.map(|r| r as f64)),
+                };
+                if measured.is_err() && in_block {
+                    // The block lost a member: the next round starts a new one without it.
+                    block = None;
+                }
+                match measured {
                     Ok(mut r) => {
                         r.round = round;
                         r.slot = slot;
                         let c = &mut results.cells[i];
                         eprintln!(
-                            "  [{} round {}] {:<14} {:>10.0} req/s  {:>6.2} µs CPU/req  p50 {:>6.0} µs{}",
+                            "  [{} round {}] {:<14} {:>10.0} req/s  {:>6.2} µs CPU/req  {}{}",
                             w.name,
                             round + 1,
                             c.label,
                             r.rps,
                             r.cpu_us_per_req,
-                            r.p50_us,
+                            if r.interleaved { "(slot)".to_string() } else { format!("p50 {:>6.0} µs", r.p50_us) },
                             r.core_us_per_req.map_or(String::new(), |x| format!("  ({x:.2} µs core busy)"))
                         );
                         c.runs.push(r);
@@ -173,9 +215,16 @@ pub fn run(
                 }
                 results.verdicts = verdicts::compute(results);
                 results.save(out)?;
+                if in_block && block.is_none() {
+                    break; // the rest of this round waits for the next block
+                }
+            }
+            if let Some((_, b)) = block.as_mut().filter(|_| in_block) {
+                b.rounds += 1;
             }
             round += 1;
         };
+        drop(block);
         let share = g_started.elapsed().as_secs_f64() / names.len() as f64;
         for (n, a) in names.iter().zip(&already) {
             let widest = verdicts::widest_interval(&results.cells, n);
