@@ -337,3 +337,69 @@ fn compare_knows_the_servers_backends_and_its_other_relay_mode() {
     let other = if ringpoll_server::UringConfig::default().zero_copy_relay { "copy" } else { "zero-copy" };
     assert_eq!(ringpoll_compare::URING_OTHER_RELAY, other);
 }
+
+/// The processes whose session is `sid` (from /proc/PID/stat: the session is field 6).
+fn session_members(sid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        // After the command: state, ppid, pgrp, session.
+        if rest.split_whitespace().nth(3).and_then(|s| s.parse::<u32>().ok()) == Some(sid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn ctrl_c_during_an_interleaved_block_leaves_no_server_or_paused_load_behind() {
+    // In a session of its own (setsid execs compare in place: its PID is the session's id),
+    // so that every process it starts can be found afterwards.
+    let out = out_dir("interleaved-int");
+    let mut child = Command::new("setsid")
+        .arg(BIN)
+        .arg("compare")
+        .args(TINY)
+        .args(["--backends", "epoll,poll,select", "--workloads", "echo-64B-c64", "--rounds", "50"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sid = child.id();
+    let slots = || {
+        std::fs::read(out.join("results.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map_or(0, |j| {
+                j["cells"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|c| c["runs"].as_array().unwrap().clone())
+                    .filter(|r| r["interleaved"] == true)
+                    .count()
+            })
+    };
+    assert!(common::eventually(Duration::from_secs(60), || slots() >= 2), "no interleaved slot saved");
+    // Mid-block (each round starts its own): three servers and three load generators, two of
+    // them paused, beside compare.
+    assert!(
+        common::eventually(Duration::from_secs(20), || session_members(sid).len() >= 7),
+        "{:?}",
+        session_members(sid)
+    );
+    signal(child.id(), "INT");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), Some(130), "Ctrl-C exits 130");
+    assert!(
+        common::eventually(Duration::from_secs(10), || session_members(sid).is_empty()),
+        "left behind: {:?}",
+        session_members(sid)
+    );
+    let j = json(&out);
+    assert_eq!(j["complete"], false);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -13,9 +13,11 @@
 //! here needs no start, no connection set-up and no warm-up, so a round of eleven slots
 //! takes about six seconds instead of twenty.
 //!
-//! The servers are restarted every [`BLOCK_ROUNDS`] rounds, so that what one process's
-//! start-up leaves behind (its memory layout, its connections' placement) varies between
-//! blocks rather than weighing on every round of the run alike.
+//! Every round gets its own processes ([`BLOCK_ROUNDS`]), started in a shuffled order, so that
+//! what one process's start-up leaves behind (its memory layout, where its connections
+//! landed) varies from round to round, as the rounds' interval assumes, rather than weighing
+//! on every round alike. Starting them (all at once, each load generator running until its
+//! server has answered) takes about half a second, a round of eleven slots about 6.5 s.
 //!
 //! A slot measures cost, not latency: while paused, a load generator's requests in flight
 //! wait, so its latencies mean nothing. The comparison's latency figures come from its
@@ -35,8 +37,14 @@ use crate::measure::{self, Setup};
 use crate::procs::{self, Proc};
 use crate::results::Run;
 
-/// Rounds measured by one set of server processes before they are restarted.
-pub const BLOCK_ROUNDS: usize = 10;
+/// Rounds measured by one set of server processes before they are restarted: every round
+/// its own processes. Two processes of one server differ by up to about 1% in cost per
+/// request (their memory layout, where their connections landed); with one set kept for
+/// several rounds that difference weighed on all of them alike, and the rounds' interval,
+/// which counts every round as an independent draw, was too narrow for it: in a null test
+/// (epoll against two more epoll servers), 3 of 12 intervals excluded 1.0 with ten rounds
+/// per set (docs/BENCHMARKS.md, "How reproducible the verdicts are").
+pub const BLOCK_ROUNDS: usize = 1;
 
 /// Time after resuming a load generator before the slot's window opens (the requests held
 /// while it was paused complete, and it settles to its own pace).
@@ -44,6 +52,9 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// The measured window of one slot.
 pub const SLOT: Duration = Duration::from_millis(400);
+
+/// How long a new block's servers may take to answer their load generators' first requests.
+const WARM_LIMIT: Duration = Duration::from_secs(10);
 
 /// Whether a workload can be measured in interleaved blocks with these servers: closed-loop
 /// echo or HTTP over loopback, without idle connections, every server one of ringpoll's (its
@@ -112,12 +123,13 @@ struct Reading {
 }
 
 impl Block {
-    /// Start every server (in `servers`' order) and its load generator, let each run briefly
-    /// (so that its connections are up and it answers) and pause it.
-    pub fn start(setup: &Setup, w: &Workload, servers: &[&Server]) -> Result<Self> {
-        let mut members = Vec::with_capacity(servers.len());
-        for s in servers {
-            let server = measure::start_server(setup, s, w, None)?;
+    /// Start every server of `servers` (in the order `order` gives, a permutation of their
+    /// indices, so that none is always the first) and its load generator, let them all run
+    /// until each has answered (so that its connections are up), and pause each.
+    pub fn start(setup: &Setup, w: &Workload, servers: &[&Server], order: &[usize]) -> Result<Self> {
+        let mut started: Vec<Option<Member>> = servers.iter().map(|_| None).collect();
+        for &k in order {
+            let server = measure::start_server(setup, servers[k], w, None)?;
             if server.metrics.is_none() {
                 bail!("{} has no metrics endpoint to count its requests", server.name);
             }
@@ -125,18 +137,29 @@ impl Block {
             let mut cmd = measure::load_command(setup, w, &server, Duration::from_secs(86_400), Duration::ZERO);
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             let load = cmd.spawn().with_context(|| format!("starting the load generator of {}", server.name))?;
-            members.push(Member { server, load, core: setup.server_cpu });
+            started[k] = Some(Member { server, load, core: setup.server_cpu });
         }
+        let members: Vec<Member> = started.into_iter().collect::<Option<_>>().context("order is not a permutation")?;
         let mut block = Self { members, w: w.clone(), rounds: 0 };
-        // Each load generator connects and runs on its own for a moment, then waits paused.
-        for k in 0..block.members.len() {
-            let before = block.read(k)?;
-            std::thread::sleep(Duration::from_millis(300));
-            let after = block.read(k)?;
-            block.members[k].signal(Signal::SIGSTOP)?;
-            if after.requests <= before.requests {
-                bail!("{} answered no request in its first 300 ms", block.members[k].server.name);
+        let n = block.members.len();
+        let first: Vec<f64> = (0..n).map(|k| block.read(k).map(|r| r.requests)).collect::<Result<_>>()?;
+        let deadline = Instant::now() + WARM_LIMIT;
+        let mut waiting: Vec<usize> = (0..n).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for k in waiting {
+                if block.read(k)?.requests > first[k] {
+                    block.members[k].signal(Signal::SIGSTOP)?;
+                } else {
+                    still.push(k);
+                }
             }
+            if let Some(&k) = still.first().filter(|_| Instant::now() >= deadline) {
+                bail!("{} answered no request in {} s", block.members[k].server.name, WARM_LIMIT.as_secs());
+            }
+            waiting = still;
+            std::thread::sleep(Duration::from_millis(50));
         }
         Ok(block)
     }

@@ -183,11 +183,14 @@ fn method(out: &mut String, r: &Results) {
     if !interleaved.is_empty() {
         let _ = writeln!(
             out,
-            "- {}: the first round measured run by run as above, every later one in an interleaved block: all servers of the workload running at once, each with its own load generator, the load generators taking turns (the others paused with SIGSTOP) in slots of {:.1} s measured after {:.1} s, requests counted by the server, the core's busy time as the slot less the core's idle time (cpuidle residency, µs; /proc/stat where there is none); servers restarted every {} rounds. Slots give cost and throughput, not latency",
+            "- {}: the first round measured run by run as above, every later one in an interleaved block: all servers of the workload running at once, each with its own load generator, the load generators taking turns (the others paused with SIGSTOP) in slots of {:.1} s measured after {:.1} s, requests counted by the server, the core's busy time as the slot less the core's idle time (cpuidle residency, µs; /proc/stat where there is none); {}. Slots give cost and throughput, not latency",
             interleaved.join(", "),
             crate::interleave::SLOT.as_secs_f64(),
             crate::interleave::SETTLE.as_secs_f64(),
-            crate::interleave::BLOCK_ROUNDS
+            match crate::interleave::BLOCK_ROUNDS {
+                1 => "every round with servers and load generators of its own".to_string(),
+                n => format!("servers restarted every {n} rounds"),
+            }
         );
     }
     let _ = writeln!(

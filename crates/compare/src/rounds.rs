@@ -151,7 +151,7 @@ pub fn run(
                     block = None; // stops the old servers before the new ones start
                     let servers: Vec<&crate::matrix::Server> =
                         cells.iter().map(|&i| &results.cells[i].server).collect();
-                    match Block::start(setup, &plan[group[0]].0, &servers) {
+                    match Block::start(setup, &plan[group[0]].0, &servers, &shuffled) {
                         Ok(b) => block = Some((cells, b)),
                         Err(e) => {
                             eprintln!("  [{}] interleaved blocks unavailable, measuring run by run: {e:#}", names[0]);
