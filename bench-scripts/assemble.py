@@ -187,16 +187,18 @@ def main():
 
     if a.stability and os.path.exists(a.stability):
         p("\n## How reproducible the verdicts are\n")
-        p("Two measurements of this host's noise, and what they mean for a verdict. First, one server under a "
-          "steady load, run after run: its cost per request moves between levels (regimes) that last from a few "
-          "seconds to a minute, while a fixed-work CPU probe on the same core barely moves. A round whose two "
-          "runs fall on either side of a switch gives a ratio far off the others. That is why `ringpoll "
-          "compare` anchors its rounds on epoll (epoll runs between every two other servers, and each server is "
-          "taken against the two epoll runs beside it, so the two sides of a ratio are never more than one run "
-          "apart), runs many short rounds, and from six rounds on states the Hodges–Lehmann estimate with the "
-          "Wilcoxon signed-rank interval, which the remaining wild rounds do not throw about "
-          "(crates/compare/src/{plan,verdicts,stats}.rs). Second, the same comparison run twice, back to back, "
-          "with every interval driven to ±5%.\n")
+        p("Three measurements of this host's noise, and what they mean for a verdict. First, one server under "
+          "a steady load, run after run: its cost per request moves between levels (regimes) that last from a "
+          "few seconds to a minute, while a fixed-work CPU probe on the same core barely moves. A round whose "
+          "two runs fall on either side of a switch gives a ratio far off the others. Second, how far apart "
+          "two adjacent measurements of one running server are, against how long each one is: no closer for "
+          "being longer. That is why `ringpoll compare` anchors its rounds on epoll (epoll runs between every "
+          "two other servers, and each server is taken against the two epoll runs beside it), measures them "
+          "in interleaved blocks of short slots (every server running, their load generators taking turns), "
+          "and from six rounds on states the Hodges–Lehmann estimate with the Wilcoxon signed-rank interval, "
+          "which the remaining wild rounds do not throw about (crates/compare/src/{plan,interleave,verdicts,"
+          "stats}.rs). Third, the same comparison run twice, back to back, with every interval driven to "
+          "±5%.\n")
         with open(a.stability) as f:
             p(f.read().rstrip() + "\n")
 

@@ -47,6 +47,8 @@ agree_flags=(--workloads echo-64B-c512,http-c64 --target-ci "${TARGET_CI:-5%}")
 {
     python3 bench-scripts/host-regimes.py "${REGIME_RUNS:-45}"
     echo
+    python3 bench-scripts/host-timescales.py "${TIMESCALE_SECONDS:-120}"
+    echo
     python3 bench-scripts/verdict-agreement.py --run bench-out/agree-a bench-out/agree-b -- "${agree_flags[@]}"
 } > docs/bench/stability.md
 
