@@ -228,23 +228,13 @@ impl Block {
             _ => None,
         };
         let rss_kib = procs::rss_kib(self.members[k].server.child.id()).unwrap_or(0);
+        let user_share = measure::user_share(a.user, b.user, ticks);
         Ok(Run {
             requests: requests.round() as u64,
             rps: requests / window,
-            cpu_us_per_req: cpu * 1e6 / requests,
-            core_us_per_req: core.map(|(busy, _, _)| busy * 1e6 / requests),
-            core_busy: core.map(|(busy, _, total)| busy / total),
-            core_steal: core.map(|(_, steal, total)| steal / total),
-            user_share: if ticks > 0.0 { (b.user - a.user) / ticks } else { 0.0 },
-            syscalls_per_req: match (a.syscalls, b.syscalls) {
-                (Some(x), Some(y)) if y >= x => Some((y - x) as f64 / requests),
-                _ => None,
-            },
-            server_util: cpu / window,
             rss_kib,
-            window_s: window,
             interleaved: true,
-            ..Run::default()
+            ..measure::costs(requests, window, cpu, user_share, measure::delta(a.syscalls, b.syscalls), core)
         })
     }
 }

@@ -189,6 +189,47 @@ pub fn start_server(setup: &Setup, server: &Server, w: &Workload, upstream: Opti
     }
 }
 
+/// The cost fields of a run over a window of `seconds` in which the server answered
+/// `requests`: its CPU time `cpu`, the share of it in user space, the system calls it
+/// counted, and its core's (busy, steal, total) time.
+pub(crate) fn costs(
+    requests: f64,
+    seconds: f64,
+    cpu: f64,
+    user_share: f64,
+    syscalls: Option<u64>,
+    core: Option<(f64, f64, f64)>,
+) -> Run {
+    Run {
+        cpu_us_per_req: cpu * 1e6 / requests,
+        core_us_per_req: core.map(|(busy, _, _)| busy * 1e6 / requests),
+        core_busy: core.map(|(busy, _, total)| busy / total),
+        core_steal: core.map(|(_, steal, total)| steal / total),
+        user_share,
+        syscalls_per_req: syscalls.map(|n| n as f64 / requests),
+        server_util: cpu / seconds,
+        window_s: seconds,
+        ..Run::default()
+    }
+}
+
+/// User time's share of `ticks` (user + system), from the user times at both ends.
+pub(crate) fn user_share(user_before: f64, user_after: f64, ticks: f64) -> f64 {
+    if ticks > 0.0 {
+        (user_after - user_before) / ticks
+    } else {
+        0.0
+    }
+}
+
+/// How much a counter read at both ends grew (`None` if either read failed or it went back).
+pub(crate) fn delta(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    match (before, after) {
+        (Some(x), Some(y)) if y >= x => Some(y - x),
+        _ => None,
+    }
+}
+
 /// The fields of `ringpoll load --json` that the comparison reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -288,21 +329,10 @@ pub fn measure(setup: &Setup, server: &Server, w: &Workload, loadgen: LoadGen, r
         p999_us: lat.p999,
         max_us: lat.max,
         errors: load.errors.values().sum(),
-        cpu_us_per_req: cpu * 1e6 / per_window,
-        core_us_per_req: core.map(|(busy, _, _)| busy * 1e6 / per_window),
-        core_busy: core.map(|(busy, _, total)| busy / total),
-        core_steal: core.map(|(_, steal, total)| steal / total),
-        user_share: if ticks > 0.0 { (b.user - a.user) / ticks } else { 0.0 },
-        syscalls_per_req: match (a.syscalls, b.syscalls) {
-            (Some(x), Some(y)) if y >= x => Some((y - x) as f64 / per_window),
-            _ => None,
-        },
-        server_util: cpu / window,
         rss_kib: b.rss_kib,
-        window_s: window,
         offered_rate: rate,
         histogram: load.latency_histogram,
-        interleaved: false,
+        ..costs(per_window, window, cpu, user_share(a.user, b.user, ticks), delta(a.syscalls, b.syscalls), core)
     })
 }
 
@@ -480,6 +510,18 @@ mod tests {
         assert!((l.p99 - 1200.0).abs() < 1e-6);
         assert!((l.max - 5200.0).abs() < 1e-6);
         assert_eq!(j.window_start_unix_s, 101.0);
+    }
+
+    #[test]
+    fn costs_are_per_request_and_per_second_of_the_window() {
+        let r = costs(1000.0, 0.5, 0.004, 0.25, Some(3000), Some((0.005, 0.001, 0.5)));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(r.cpu_us_per_req, 4.0) && close(r.core_us_per_req.unwrap(), 5.0), "{r:?}");
+        assert!(close(r.core_busy.unwrap(), 0.01) && close(r.core_steal.unwrap(), 0.002), "{r:?}");
+        assert!(close(r.syscalls_per_req.unwrap(), 3.0) && close(r.server_util, 0.008), "{r:?}");
+        assert!(close(r.user_share, 0.25) && close(r.window_s, 0.5), "{r:?}");
+        assert_eq!((delta(Some(5), Some(9)), delta(Some(9), Some(5)), delta(None, Some(5))), (Some(4), None, None));
+        assert!(close(user_share(1.0, 1.5, 2.0), 0.25) && user_share(1.0, 1.0, 0.0) == 0.0);
     }
 
     #[test]
