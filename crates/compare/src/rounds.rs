@@ -143,7 +143,7 @@ pub fn run(
                 let c = &results.cells[live[k].1];
                 c.error.is_none() && !c.has_run(round, anchored.then_some(slot))
             });
-            let in_block = interleave && anchored && round > 0 && todo;
+            let mut in_block = interleave && anchored && round > 0 && todo;
             if in_block {
                 let cells: Vec<usize> = live.iter().map(|&(_, i)| i).collect();
                 let stale = block.as_ref().is_none_or(|(c, b)| *c != cells || b.rounds >= BLOCK_ROUNDS);
@@ -159,6 +159,8 @@ pub fn run(
                         }
                     }
                 }
+                // Without a block this round is measured run by run, all of it.
+                in_block = block.is_some();
             }
             for (slot, k) in seq.into_iter().enumerate() {
                 let (wi, i) = live[k];
