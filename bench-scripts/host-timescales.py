@@ -28,7 +28,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import LOAD_CPU, RINGPOLL, SERVER_CPU, ensure_ringpoll  # noqa: E402
+from benchlib import LOAD_CPU, ensure_ringpoll, load_cmd, start_ringpoll  # noqa: E402
 
 STEP = 0.1
 
@@ -58,24 +58,16 @@ def main():
     if not 20 <= a.seconds <= 3600:
         sys.exit("SECONDS must be 20 to 3600")
     ensure_ringpoll()
-    srv = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, RINGPOLL, "serve", "--listen", "127.0.0.1:0", "--mode", "echo",
-         "--backend", "epoll", "--workers", "1", "--no-pin", "--metrics", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    srv = start_ringpoll("echo", "epoll", "--metrics", "127.0.0.1:0")
     load = None
     samples = []
     try:
-        line = srv.stdout.readline()
-        if not line.startswith("listening on "):
-            sys.exit(f"server did not start: {line!r}")
-        addr = line.split()[-1]
-        mline = srv.stdout.readline()
+        mline = srv.proc.stdout.readline()
         if not mline.startswith("metrics on "):
             sys.exit(f"server gave no metrics address: {mline!r}")
         metrics = mline.split()[-1]
         load = subprocess.Popen(
-            ["taskset", "-c", LOAD_CPU, RINGPOLL, "load", "--mode", "echo", "-c", "512", "-t", "1",
-             "--duration", f"{a.seconds + 5}s", "--size", "64", addr],
+            load_cmd("echo", 512, srv.addr, a.seconds + 5),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.sched_setaffinity(0, {int(LOAD_CPU)})
         time.sleep(2)
@@ -84,18 +76,14 @@ def main():
         while time.monotonic() < end:
             if load.poll() is not None:
                 sys.exit(f"the load generator exited early ({load.returncode})")
-            samples.append((cpu_ns(srv.pid), received(metrics)))
+            samples.append((cpu_ns(srv.proc.pid), received(metrics)))
             nxt += STEP
             time.sleep(max(0.0, nxt - time.monotonic()))
     finally:
-        for p in (load, srv):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        if load is not None and load.poll() is None:
+            load.terminate()
+            load.wait()
+        srv.stop()
 
     steps = [(c1 - c0, b1 - b0) for (c0, b0), (c1, b1) in zip(samples, samples[1:]) if c1 > c0 and b1 > b0]
     if len(steps) < 40:
