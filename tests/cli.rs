@@ -11,7 +11,8 @@ use common::*;
 
 on_every_backend!(
     a_port_another_process_holds_is_refused,
-    of_two_ringpolls_starting_on_one_address_at_once_only_one_serves
+    of_two_ringpolls_starting_on_one_address_at_once_only_one_serves,
+    of_two_ringpolls_starting_at_once_on_overlapping_addresses_of_one_port_only_one_serves
 );
 
 /// `ringpoll serve ARGS` to completion: (exit code, stdout, stderr). One that is still running
@@ -113,6 +114,65 @@ fn of_two_ringpolls_starting_on_one_address_at_once_only_one_serves(backend: &st
         let mut c = served.connect();
         c.write_all(b"x").unwrap();
         assert_eq!(read_exact(&mut c, 1), b"x", "{what}");
+    }
+}
+
+/// A network namespace of the test's own, with its loopback up; deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Self {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        for args in [vec!["netns", "add", &name], vec!["-n", &name, "link", "set", "lo", "up"]] {
+            let o = Command::new("ip").args(&args).output().expect("running ip");
+            assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Self(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn of_two_ringpolls_starting_at_once_on_overlapping_addresses_of_one_port_only_one_serves(backend: &str) {
+    // A wildcard listener with a specific one on the same port: each claims its own address,
+    // so only the port's start lock keeps them from both finding the port free. The wildcard
+    // is bound inside a namespace of the test's own, where it reaches nothing else.
+    if !running_as_root() {
+        eprintln!("SKIP: a network namespace needs root");
+        return;
+    }
+    let ns = Netns::new(format!("ringpoll-cli-{}-{}", std::process::id(), backend.replace('+', "-")));
+    let args = |a: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["netns", "exec", &ns.0, BIN, "serve", "--listen", a, "--mode", "echo", "--no-pin"]
+            .map(String::from)
+            .to_vec();
+        v.extend(backend_args(backend, "echo").into_iter().map(String::from));
+        v
+    };
+    for attempt in 0..4u16 {
+        let port = 8080 + attempt;
+        let (wild, local) = (format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}"));
+        let gate = std::sync::Barrier::new(2);
+        let start = |a: &str| {
+            gate.wait();
+            ServerProc::spawn(Command::new("ip").args(args(a)))
+        };
+        let (x, y) = std::thread::scope(|s| {
+            let (x, y) = (s.spawn(|| start(&wild)), s.spawn(|| start(&local)));
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        let what = format!("{backend}, attempt {attempt}");
+        let (served, refused) = match (x, y) {
+            (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
+            (Ok(_), Ok(_)) => panic!("{what}: both serve port {port}"),
+            (Err(e1), Err(e2)) => panic!("{what}: neither serves: {e1} / {e2}"),
+        };
+        assert!(refused.contains("cannot listen on") && refused.contains("another"), "{what}: {refused}");
+        drop(served);
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{signal, wait_exit, BIN};
+use common::{running_as_root, signal, wait_exit, BIN};
 
 fn out_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ringpoll-compare-{tag}-{}", std::process::id()));
@@ -260,13 +260,6 @@ fn a_rate_sweep_writes_curves_and_knees() {
 
 fn have_program(name: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
-        .unwrap_or(false)
 }
 
 fn netns_list() -> String {

@@ -45,6 +45,15 @@ macro_rules! on_every_backend {
     };
 }
 
+/// Whether this process runs as root (network namespaces need it).
+#[allow(dead_code)] // not every test crate uses it
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
+        .unwrap_or(false)
+}
+
 /// The io_uring techniques switched together by the `uring+on` and `uring+off` variants.
 const URING_TECHNIQUES: [&str; 6] = [
     "--uring-fixed-files",

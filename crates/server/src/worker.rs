@@ -24,6 +24,10 @@ use crate::health::{self, CheckedGroup, Checker};
 use crate::metrics;
 use crate::stats::{Counters, SharedCounters, SharedUpstreams};
 use crate::takeover::Inherited;
+
+/// How long a server waits for another ringpoll's start-up on one of its ports (which takes
+/// milliseconds) before it gives up.
+const START_LOCK_WAIT: Duration = Duration::from_secs(10);
 use crate::ServeError;
 
 /// Where one listening socket of a worker comes from.
@@ -70,12 +74,28 @@ impl Server {
         }
 
         // Port ownership: only this process's workers share a port, unless it was handed over.
-        // The claim first (held until this server is dropped), so that of two ringpolls
-        // starting on one address at once only one goes on to the check and the bind.
+        // Each port's start lock first (held until every listener is bound, that is until this
+        // function returns; ports in ascending order, so that two servers never wait for each
+        // other), then the claim (held until this server is dropped), so that of two ringpolls
+        // starting on one port at once only one goes on to the check and the bind, and the
+        // other checks once the first is bound.
+        let handed =
+            |l: &crate::config::Listener| inherited.as_ref().is_some_and(|i| i.listeners.contains_key(&l.listen));
+        let mut ports: Vec<SocketAddr> =
+            cfg.listeners.iter().filter(|l| l.listen.port() != 0 && !handed(l)).map(|l| l.listen).collect();
+        ports.sort_by_key(SocketAddr::port);
+        ports.dedup_by_key(|a| a.port());
+        let mut _start_locks = Vec::with_capacity(ports.len());
+        for addr in ports {
+            match socket::lock_port_start(addr.port(), START_LOCK_WAIT) {
+                Ok(Some(lock)) => _start_locks.push(lock),
+                Ok(None) => return Err(ServeError::PortClaimed { addr }),
+                Err(source) => return Err(ServeError::Bind { addr, source }),
+            }
+        }
         let mut claims = Vec::new();
         for l in &cfg.listeners {
-            let handed = inherited.as_ref().is_some_and(|i| i.listeners.contains_key(&l.listen));
-            if l.listen.port() != 0 && !handed {
+            if l.listen.port() != 0 && !handed(l) {
                 let bind_err = |source| ServeError::Bind { addr: l.listen, source };
                 let claim = socket::claim_port(l.listen).map_err(bind_err)?;
                 match socket::someone_listens(l.listen) {

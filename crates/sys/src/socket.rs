@@ -105,6 +105,48 @@ pub fn claim_port(addr: SocketAddr) -> io::Result<Option<PortClaim>> {
     }
 }
 
+/// The lock on starting to listen on one TCP port, among the ringpoll processes of one network
+/// namespace: an abstract Unix datagram socket named after the port, held from before a
+/// server checks its addresses on that port until it has bound them.
+///
+/// A [`PortClaim`] is per address, and [`someone_listens`] sees only what is bound: two
+/// ringpolls started at one moment on overlapping addresses of one port (`0.0.0.0:P` and
+/// `127.0.0.1:P`) would each claim its own address, each find the port free, and both join
+/// a SO_REUSEPORT group. Under this lock the second one to start checks only once the first
+/// is bound, and then sees it.
+#[derive(Debug)]
+pub struct StartLock {
+    _socket: std::os::unix::net::UnixDatagram,
+}
+
+/// The abstract socket name of the start lock of `port`.
+#[must_use]
+pub fn start_lock_name(port: u16) -> String {
+    format!("ringpoll-port-start/{port}")
+}
+
+/// Take the start lock of `port`, waiting while another process holds it (a start-up takes
+/// milliseconds); `Ok(None)` if it is still held after `limit`.
+pub fn lock_port_start(port: u16, limit: std::time::Duration) -> io::Result<Option<StartLock>> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let name = UnixAddr::from_abstract_name(start_lock_name(port).as_bytes())?;
+    let until = std::time::Instant::now() + limit;
+    loop {
+        count_syscall();
+        match UnixDatagram::bind_addr(&name) {
+            Ok(socket) => return Ok(Some(StartLock { _socket: socket })),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                if std::time::Instant::now() >= until {
+                    return Ok(None);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Accept one connection as a non-blocking, close-on-exec stream; `Ok(None)` when the
 /// backlog is empty.
 pub fn accept(listener: &TcpListener) -> io::Result<Option<TcpStream>> {
