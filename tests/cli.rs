@@ -68,6 +68,25 @@ fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
+/// Start `x` and `y` at the same moment (through a barrier): exactly one may serve. That one,
+/// and the other's error.
+fn exactly_one_serves(what: &str, x: &mut Command, y: &mut Command) -> (ServerProc, String) {
+    let gate = std::sync::Barrier::new(2);
+    let start = |c: &mut Command| {
+        gate.wait();
+        ServerProc::spawn(c)
+    };
+    let (x, y) = std::thread::scope(|s| {
+        let (x, y) = (s.spawn(|| start(x)), s.spawn(|| start(y)));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    match (x, y) {
+        (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
+        (Ok(_), Ok(_)) => panic!("{what}: both serve"),
+        (Err(e1), Err(e2)) => panic!("{what}: neither serves: {e1} / {e2}"),
+    }
+}
+
 fn of_two_ringpolls_starting_on_one_address_at_once_only_one_serves(backend: &str) {
     let args = |a: &str| -> Vec<String> {
         let mut v: Vec<String> = ["serve", "--listen", a, "--mode", "echo", "--no-pin"].map(String::from).to_vec();
@@ -92,21 +111,9 @@ fn of_two_ringpolls_starting_on_one_address_at_once_only_one_serves(backend: &st
     // Two started at the same moment, a few times: one serves, the other is refused.
     for attempt in 0..4 {
         let a = free_addr().to_string();
-        let gate = std::sync::Barrier::new(2);
-        let (x, y) = std::thread::scope(|s| {
-            let start = || {
-                gate.wait();
-                ServerProc::spawn(Command::new(BIN).args(args(&a)))
-            };
-            let (x, y) = (s.spawn(start), s.spawn(start));
-            (x.join().unwrap(), y.join().unwrap())
-        });
-        let what = format!("{backend}, attempt {attempt}");
-        let (served, refused) = match (x, y) {
-            (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
-            (Ok(_), Ok(_)) => panic!("{what}: both serve {a}"),
-            (Err(e1), Err(e2)) => panic!("{what}: neither serves: {e1} / {e2}"),
-        };
+        let what = format!("{backend}, attempt {attempt}, {a}");
+        let (mut x, mut y) = (Command::new(BIN), Command::new(BIN));
+        let (served, refused) = exactly_one_serves(&what, x.args(args(&a)), y.args(args(&a)));
         assert!(
             refused.contains(&format!("cannot listen on {a}: another")),
             "{what}: refused for another reason: {refused}"
@@ -156,21 +163,9 @@ fn of_two_ringpolls_starting_at_once_on_overlapping_addresses_of_one_port_only_o
     for attempt in 0..4u16 {
         let port = 8080 + attempt;
         let (wild, local) = (format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}"));
-        let gate = std::sync::Barrier::new(2);
-        let start = |a: &str| {
-            gate.wait();
-            ServerProc::spawn(Command::new("ip").args(args(a)))
-        };
-        let (x, y) = std::thread::scope(|s| {
-            let (x, y) = (s.spawn(|| start(&wild)), s.spawn(|| start(&local)));
-            (x.join().unwrap(), y.join().unwrap())
-        });
-        let what = format!("{backend}, attempt {attempt}");
-        let (served, refused) = match (x, y) {
-            (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
-            (Ok(_), Ok(_)) => panic!("{what}: both serve port {port}"),
-            (Err(e1), Err(e2)) => panic!("{what}: neither serves: {e1} / {e2}"),
-        };
+        let what = format!("{backend}, attempt {attempt}, {wild} and {local}");
+        let (mut x, mut y) = (Command::new("ip"), Command::new("ip"));
+        let (served, refused) = exactly_one_serves(&what, x.args(args(&wild)), y.args(args(&local)));
         assert!(refused.contains("cannot listen on") && refused.contains("another"), "{what}: {refused}");
         drop(served);
     }
