@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,16 @@ class Server:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
         for d in self.deps:
             d.stop()
+
+
+def emit(lines, out=None):
+    """Markdown lines to the file `out`, or to stdout without one."""
+    text = "\n".join(lines) + "\n"
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
 
 
 def ensure_ringpoll():

@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import LOAD_CPU, RINGPOLL, SERVER_CPU, ensure_ringpoll  # noqa: E402
+from benchlib import LOAD_CPU, RINGPOLL, SERVER_CPU, emit, ensure_ringpoll  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -122,12 +122,7 @@ def main():
     p(f"Server cost per request: {lo:.2f} to {hi:.2f} µs ({hi / lo:.2f}×), in {len(levels)} stretches of runs "
       f"within ±6% of each other. The probe's 10th to 90th percentile: {plo:.0f} to {phi:.0f} ns "
       f"({phi / plo:.2f}×).")
-    text = "\n".join(md) + "\n"
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    emit(md, a.out)
 
 
 if __name__ == "__main__":

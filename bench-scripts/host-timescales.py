@@ -28,7 +28,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import LOAD_CPU, ensure_ringpoll, load_cmd, start_ringpoll  # noqa: E402
+from benchlib import LOAD_CPU, emit, ensure_ringpoll, load_cmd, start_ringpoll  # noqa: E402
 
 STEP = 0.1
 
@@ -106,12 +106,7 @@ def main():
             break
         sd = math.sqrt(statistics.mean(d * d for d in diffs))
         p(f"| {m * STEP:.1f} s | {len(diffs)} | {sd * 100:.2f}% | {sd * math.sqrt(m * STEP) * 100:.2f} |")
-    text = "\n".join(md) + "\n"
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    emit(md, a.out)
 
 
 if __name__ == "__main__":
